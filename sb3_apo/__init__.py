@@ -1,0 +1,14 @@
+"""Stable-Baselines3 algorithms of the PPO family: APO, PPOPenalty and SPO."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sb3_apo.apo import APO
+from sb3_apo.ppo_penalty import PPOPenalty
+from sb3_apo.spo import SPO
+
+try:
+    __version__ = version("sb3-apo")
+except PackageNotFoundError:  # running from a checkout that is not installed
+    __version__ = "0.0.0"
+
+__all__ = ["APO", "SPO", "PPOPenalty", "__version__"]

@@ -1,0 +1,120 @@
+"""
+Rollout buffers that also keep the parameters of the distribution that
+collected the data (``pi_old``), so that exact KL divergences and anchor
+actions need no second copy of the network.
+
+SB3's ``collect_rollouts`` does not store distribution parameters. They are
+filled in after the rollout by one chunked, gradient-free pass of the
+unchanged policy over the stored observations (see
+:meth:`DistributionParamsMixin.store_distribution_params`), which reproduces
+the stored log-probabilities, also under ``VecNormalize``.
+"""
+
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_apo.common.distributions import distribution_math
+
+
+class AnchoredRolloutBufferSamples(NamedTuple):
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    old_distribution_params: th.Tensor
+
+
+class AnchoredDictRolloutBufferSamples(NamedTuple):
+    observations: dict[str, th.Tensor]
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    old_distribution_params: th.Tensor
+
+
+#: Number of observations per forward pass when filling distribution parameters.
+PARAMS_CHUNK_SIZE = 4096
+
+
+class DistributionParamsMixin:
+    """
+    Adds the array ``distribution_params`` of shape ``(n_steps, n_envs, param_dim)``
+    to an SB3 rollout buffer, and the field ``old_distribution_params`` to its samples.
+    """
+
+    distribution_params: np.ndarray
+    _samples_class: type
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        param_dim = distribution_math(self.action_space).param_dim  # type: ignore[attr-defined]
+        self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)  # type: ignore[attr-defined]
+
+    def store_distribution_params(self, params_fn: Callable[[Any], th.Tensor]) -> None:
+        """
+        Fill ``distribution_params`` from the stored observations.
+
+        :param params_fn: maps a batch of observations (as tensors) to the
+            ``(batch, param_dim)`` parameters of the policy's distribution;
+            called without gradient, in chunks of ``PARAMS_CHUNK_SIZE``
+        """
+        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        flat_params = self.distribution_params.reshape(n_samples, -1)  # a view, step-major like the buffer
+        with th.no_grad():
+            for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
+                chunk = slice(start, start + PARAMS_CHUNK_SIZE)
+                flat_params[chunk] = params_fn(self._observations_chunk(chunk)).cpu().numpy()
+
+    def _observations_chunk(self, chunk: slice) -> Any:
+        def take(array: np.ndarray) -> th.Tensor:
+            return self.to_torch(array.reshape(-1, *array.shape[2:])[chunk])  # type: ignore[attr-defined]
+
+        if isinstance(self.observations, dict):  # type: ignore[attr-defined]
+            return {key: take(array) for key, array in self.observations.items()}  # type: ignore[attr-defined]
+        return take(self.observations)  # type: ignore[attr-defined]
+
+    def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
+        if not self.generator_ready:  # type: ignore[attr-defined]
+            self.distribution_params = self.swap_and_flatten(self.distribution_params)  # type: ignore[attr-defined]
+        yield from super().get(batch_size)  # type: ignore[misc]
+
+    def get_in_order(self, batch_size: int) -> Generator[Any, None, None]:
+        """
+        Every sample once, in storage order, in batches of ``batch_size``. Unlike
+        ``get()`` it draws no random permutation, so measuring the whole rollout
+        leaves numpy's random stream untouched. Call it after ``get()``.
+        """
+        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        for start in range(0, n_samples, batch_size):
+            yield self._get_samples(np.arange(start, min(start + batch_size, n_samples)))
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
+        samples = super()._get_samples(batch_inds, env)  # type: ignore[misc]
+        return self._samples_class(*samples, self.to_torch(self.distribution_params[batch_inds]))  # type: ignore[attr-defined]
+
+
+class AnchoredRolloutBuffer(DistributionParamsMixin, RolloutBuffer):
+    """SB3's ``RolloutBuffer`` that also stores ``pi_old``'s distribution parameters."""
+
+    _samples_class = AnchoredRolloutBufferSamples
+
+
+class AnchoredDictRolloutBuffer(DistributionParamsMixin, DictRolloutBuffer):
+    """SB3's ``DictRolloutBuffer`` that also stores ``pi_old``'s distribution parameters."""
+
+    _samples_class = AnchoredDictRolloutBufferSamples
+
+
+def anchored_buffer_class(observation_space: spaces.Space) -> type[RolloutBuffer]:
+    """The buffer class for an observation space, as SB3 chooses between its two."""
+    return AnchoredDictRolloutBuffer if isinstance(observation_space, spaces.Dict) else AnchoredRolloutBuffer

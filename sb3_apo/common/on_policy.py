@@ -1,0 +1,469 @@
+"""
+The PPO-family training loop, written once.
+
+:class:`PPOFamilyAlgorithm` does everything SB3's ``PPO.train()`` does
+(minibatches, advantage normalisation, clipped or unclipped value loss,
+entropy bonus, gradient clipping, ``target_kl`` early stopping, schedules and
+logging) and measures the diagnostics of the APO paper. A subclass states only
+its policy objective, :meth:`PPOFamilyAlgorithm.policy_loss`, and keeps its
+own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
+"""
+
+import functools
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
+from sb3_apo.common.checks import check_range
+from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
+from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfPPOFamilyAlgorithm = TypeVar("SelfPPOFamilyAlgorithm", bound="PPOFamilyAlgorithm")
+
+
+class NonFiniteLossError(ValueError):
+    """
+    A loss term or the gradient became inf or NaN; the update was not applied.
+
+    It is a ``ValueError`` so that rl-zoo3's Optuna objective prunes the trial
+    instead of stopping the whole study.
+    """
+
+
+@dataclass
+class Minibatch:
+    """
+    Everything an objective needs about one minibatch. The quantities that cost
+    something (the new distribution's parameters, exact KL, anchors) are
+    computed on first use and then cached.
+
+    :param advantages: advantages ``A`` (normalised if ``normalize_advantage``)
+    :param log_ratio: ``log r(a|s)`` of the executed actions
+    :param ratio: ``r(a|s) = exp(log_ratio)``
+    :param old_log_prob: ``log pi_old(a|s)``
+    :param actions: the executed actions as stored in the buffer
+    :param old_params: ``pi_old``'s distribution parameters
+    :param distribution: ``pi``'s SB3 distribution on these states (with gradient)
+    :param clip_range: the current ``clip_range`` (``None`` when unused)
+    :param math: the distribution maths of the action space
+    :param n_anchor_actions: K, anchor actions drawn per state where sampling is needed
+    :param generator: the random generator anchors are drawn from
+    """
+
+    advantages: th.Tensor
+    log_ratio: th.Tensor
+    ratio: th.Tensor
+    old_log_prob: th.Tensor
+    actions: th.Tensor
+    old_params: th.Tensor
+    distribution: Distribution
+    clip_range: float | None
+    math: DistributionMath
+    n_anchor_actions: int
+    generator: th.Generator
+
+    @functools.cached_property
+    def new_params(self) -> th.Tensor:
+        return self.math.params(self.distribution)
+
+    @functools.cached_property
+    def kl(self) -> th.Tensor:
+        """Exact ``KL(pi_old(.|s) || pi(.|s))`` per state."""
+        return self.math.kl(self.old_params, self.new_params)
+
+    @functools.cached_property
+    def anchors(self) -> AnchorSet:
+        """The chi-square anchor set (spec section 2); also what the diagnostics measure."""
+        return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
+
+    @functools.cached_property
+    def parity_anchors(self) -> AnchorSet:
+        """The anchor set of the public APO code's loss (``APO(anchor_mode="parity")``)."""
+        return self.math.parity_anchors(
+            self.old_params,
+            self.new_params,
+            self.actions,
+            self.old_log_prob,
+            self.log_ratio,
+            self.n_anchor_actions,
+            self.generator,
+        )
+
+
+def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
+    """PPO-clip: ``-mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``."""
+    return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+
+
+class PPOFamilyAlgorithm(OnPolicyAlgorithm):
+    """
+    Base class of the PPO-family algorithms: SB3's ``PPO`` training loop with a
+    pluggable policy objective, the old policy's distribution parameters in
+    every minibatch, and the diagnostics of the APO paper.
+
+    Parameters shared with SB3's ``PPO`` have the same names, defaults and meaning.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, or a schedule of the remaining progress (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+    :param batch_size: Minibatch size
+    :param n_epochs: Number of epochs when optimizing the loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: Clipping parameter ``eps``, or a schedule; ``None`` where the objective has no clipping
+    :param clip_range_vf: Clipping parameter for the value function; ``None`` (default): no value clipping
+    :param normalize_advantage: Whether to normalize the advantage per minibatch
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param rollout_buffer_class: Rollout buffer class to use; it must store distribution parameters
+        (a subclass of :class:`sb3_apo.common.buffers.DistributionParamsMixin`). ``None``: chosen automatically
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: Stop the epochs of an update early when the approximate KL exceeds ``1.5 * target_kl``
+    :param n_anchor_actions: K, the anchor actions drawn per state for a Box action space, in the anchor
+        penalty (APO) and in the anchor-ratio diagnostics (every algorithm)
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    #: The action spaces the algorithm accepts.
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = SUPPORTED_ACTION_SPACES
+
+    rollout_buffer: RolloutBuffer
+    policy: ActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule | None = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        n_anchor_actions: int = 2,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        check_range("learning_rate", learning_rate, 0, low_open=True, allow_schedule=True)
+        check_range("n_steps", n_steps, 1, integer=True)
+        check_range("batch_size", batch_size, 2 if normalize_advantage else 1, integer=True)
+        check_range("n_epochs", n_epochs, 1, integer=True)
+        check_range("gamma", gamma, 0, 1)
+        check_range("gae_lambda", gae_lambda, 0, 1)
+        check_range("clip_range", clip_range, 0, low_open=True, allow_schedule=True, allow_none=True)
+        check_range("clip_range_vf", clip_range_vf, 0, low_open=True, allow_schedule=True, allow_none=True)
+        check_range("ent_coef", ent_coef, 0)
+        check_range("vf_coef", vf_coef, 0)
+        check_range("max_grad_norm", max_grad_norm, 0, low_open=True)
+        check_range("target_kl", target_kl, 0, low_open=True, allow_none=True)
+        check_range("n_anchor_actions", n_anchor_actions, 1, integer=True)
+        check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
+        if rollout_buffer_class is not None and not issubclass(rollout_buffer_class, DistributionParamsMixin):
+            raise ValueError(
+                f"`rollout_buffer_class` must store distribution parameters (a subclass of "
+                f"sb3_apo.common.buffers.DistributionParamsMixin), or be None; got {rollout_buffer_class!r}."
+            )
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=None,  # checked below, with a ValueError that lists the accepted spaces
+        )
+        if not isinstance(self.action_space, self.supported_action_spaces):
+            accepted = ", ".join(space.__name__ for space in self.supported_action_spaces)
+            raise ValueError(
+                f"{type(self).__name__} does not support the action space {self.action_space!r}; "
+                f"the accepted action spaces are {accepted}."
+            )
+        if self.env is not None:
+            self._check_batch_size(batch_size, self.env)
+
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.n_anchor_actions = n_anchor_actions
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_batch_size(self, batch_size: int, env: VecEnv) -> None:
+        rollout_size = self.n_steps * env.num_envs
+        if batch_size > rollout_size:
+            raise ValueError(
+                f"`batch_size` must be an integer in [{2 if self.normalize_advantage else 1}, n_steps * n_envs = "
+                f"{rollout_size}] (a minibatch cannot be larger than the rollout), got {batch_size}."
+            )
+
+    def _setup_model(self) -> None:
+        self.distribution_math = distribution_math(self.action_space)
+        if self.rollout_buffer_class is None:
+            self.rollout_buffer_class = anchored_buffer_class(self.observation_space)
+        # A generator of its own for anchor actions, so that drawing them never
+        # shifts torch's global random stream (and thus the rollouts).
+        self._anchor_generator = th.Generator(device=self.device)
+        self._anchor_generator.seed()
+        super()._setup_model()  # seeds the generator through set_random_seed()
+
+        if self.clip_range is not None:
+            self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        super().set_random_seed(seed)
+        if seed is not None and hasattr(self, "_anchor_generator"):
+            self._anchor_generator.manual_seed(seed)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "distribution_math", "_anchor_generator"]
+
+    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
+        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if complete:
+            # The policy has not changed since the rollout: this reproduces pi_old exactly.
+            rollout_buffer.store_distribution_params(
+                lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
+            )
+        return complete
+
+    # ------------------------------------------------------------------ #
+    # What a subclass states
+    # ------------------------------------------------------------------ #
+    def policy_loss(self, batch: Minibatch) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """
+        The policy part of the loss on one minibatch.
+
+        :param batch: the minibatch
+        :return: the loss to minimise, and its named terms for logging
+            (``policy_gradient_loss`` is the surrogate, as in SB3's ``PPO``).
+            Every term is checked for inf/NaN before the update.
+        """
+        raise NotImplementedError
+
+    def _after_policy_update(self, rollout_kl: float) -> None:
+        """
+        Called at the end of every ``train()``, for state that adapts to the update.
+
+        :param rollout_kl: mean exact ``KL(pi_old || pi)`` over the whole rollout, with the updated policy
+        """
+
+    # ------------------------------------------------------------------ #
+    # The loop
+    # ------------------------------------------------------------------ #
+    def train(self) -> None:
+        """Update the policy on the rollout buffer, as SB3's ``PPO.train()`` does, with ``policy_loss()``."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = None if self.clip_range is None else self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+
+        logs: dict[str, list[float]] = defaultdict(list)
+        ratio_max, anchor_ratio_max = 1.0, 1.0
+        continue_training = True
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    actions = rollout_data.actions.long().flatten()
+
+                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+                values = values.flatten()
+                advantages = rollout_data.advantages
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                log_ratio = log_prob - rollout_data.old_log_prob
+                ratio = th.exp(log_ratio)
+                batch = Minibatch(
+                    advantages=advantages,
+                    log_ratio=log_ratio,
+                    ratio=ratio,
+                    old_log_prob=rollout_data.old_log_prob,
+                    actions=rollout_data.actions,
+                    old_params=rollout_data.old_distribution_params,
+                    # evaluate_actions() leaves the distribution it built in policy.action_dist
+                    distribution=self.policy.action_dist,
+                    clip_range=clip_range,
+                    math=self.distribution_math,
+                    n_anchor_actions=self.n_anchor_actions,
+                    generator=self._anchor_generator,
+                )
+                policy_loss, policy_terms = self.policy_loss(batch)
+
+                if clip_range_vf is None:
+                    values_pred = values
+                else:
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+                # Approximate the entropy when it has no analytical form
+                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                terms = {**policy_terms, "value_loss": value_loss, "entropy_loss": entropy_loss}
+                self._raise_if_not_finite(loss, terms, epoch)
+
+                with th.no_grad():
+                    for name, term in terms.items():
+                        logs[name].append(term.item())
+                    ratio_max = max(ratio_max, ratio.max().item())
+                    logs["ratio_dev"].append((ratio - 1).abs().mean().item())
+                    anchor_stats = batch.anchors.ratio_stats()
+                    if anchor_stats is not None:
+                        anchor_ratio_max = max(anchor_ratio_max, anchor_stats[0])
+                        logs["anchor_ratio_dev"].append(anchor_stats[1])
+                    if clip_range is not None:
+                        logs["clip_fraction"].append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
+                    # Schulman's k3 estimator of KL(pi_old || pi), as in SB3's PPO
+                    approx_kl_div = th.mean((ratio - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                if not th.isfinite(grad_norm):
+                    raise NonFiniteLossError(self._non_finite_message("gradient", epoch))
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        rollout_kl = self.rollout_kl()
+        self._after_policy_update(rollout_kl)
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        for name, values_of_term in logs.items():
+            self.logger.record(f"train/{name}", np.mean(values_of_term))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/kl", rollout_kl)
+        self.logger.record("train/ratio_max", ratio_max)
+        self.logger.record("train/anchor_ratio_max", anchor_ratio_max)
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if clip_range is not None:
+            self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def rollout_kl(self) -> float:
+        """Mean exact ``KL(pi_old || pi)`` over the rollout buffer, for the current policy."""
+        self.policy.set_training_mode(False)
+        total, count = 0.0, 0
+        with th.no_grad():
+            for data in self.rollout_buffer.get_in_order(PARAMS_CHUNK_SIZE):  # type: ignore[attr-defined]
+                new_params = self.distribution_math.params(self.policy.get_distribution(data.observations))
+                total += self.distribution_math.kl(data.old_distribution_params, new_params).sum().item()
+                count += len(new_params)
+        return total / count
+
+    def _non_finite_message(self, term: str, epoch: int) -> str:
+        return (
+            f"{type(self).__name__}: the {term} became non-finite (inf or NaN) at update {self._n_updates + 1} "
+            f"(epoch {epoch + 1} of {self.n_epochs}, after {self.num_timesteps} timesteps); the update was not "
+            "applied. Lower the learning rate or the loss coefficients."
+        )
+
+    def _raise_if_not_finite(self, loss: th.Tensor, terms: dict[str, th.Tensor], epoch: int) -> None:
+        if th.isfinite(loss):
+            return
+        culprit = next((name for name, term in terms.items() if not th.isfinite(term).all()), "total loss")
+        raise NonFiniteLossError(self._non_finite_message(f"loss term `{culprit}`", epoch))
+
+    def learn(
+        self: SelfPPOFamilyAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPPOFamilyAlgorithm:
+        """
+        Train the model, as SB3's ``OnPolicyAlgorithm.learn``.
+
+        :param tb_log_name: the name of the run for TensorBoard logging (default: the class name)
+        """
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
