@@ -34,6 +34,7 @@ def check_range(
         return
     if allow_schedule and callable(value):
         return
+    low_open, high_open = low_open or math.isinf(low), high_open or math.isinf(high)  # inf itself is never accepted
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     kind = "an integer" if integer else "a number"
     extras = [text for text, allowed in (("None", allow_none), ("a schedule", allow_schedule)) if allowed]

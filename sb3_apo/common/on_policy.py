@@ -231,15 +231,6 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=None,  # checked below, with a ValueError that lists the accepted spaces
         )
-        if not isinstance(self.action_space, self.supported_action_spaces):
-            accepted = ", ".join(space.__name__ for space in self.supported_action_spaces)
-            raise ValueError(
-                f"{type(self).__name__} does not support the action space {self.action_space!r}; "
-                f"the accepted action spaces are {accepted}."
-            )
-        if self.env is not None:
-            self._check_batch_size(batch_size, self.env)
-
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
@@ -247,19 +238,31 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.n_anchor_actions = n_anchor_actions
+        if self.env is not None:
+            self._check_action_space()
+            self._check_batch_size(self.env)
 
         if _init_setup_model:
             self._setup_model()
 
-    def _check_batch_size(self, batch_size: int, env: VecEnv) -> None:
+    def _check_batch_size(self, env: VecEnv) -> None:
         rollout_size = self.n_steps * env.num_envs
-        if batch_size > rollout_size:
+        if self.batch_size > rollout_size:
             raise ValueError(
                 f"`batch_size` must be an integer in [{2 if self.normalize_advantage else 1}, n_steps * n_envs = "
-                f"{rollout_size}] (a minibatch cannot be larger than the rollout), got {batch_size}."
+                f"{rollout_size}] (a minibatch cannot be larger than the rollout), got {self.batch_size}."
+            )
+
+    def _check_action_space(self) -> None:
+        if not isinstance(self.action_space, self.supported_action_spaces):
+            accepted = ", ".join(space.__name__ for space in self.supported_action_spaces)
+            raise ValueError(
+                f"{type(self).__name__} does not support the action space {self.action_space!r}; "
+                f"the accepted action spaces are {accepted}."
             )
 
     def _setup_model(self) -> None:
+        self._check_action_space()
         self.distribution_math = distribution_math(self.action_space)
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = anchored_buffer_class(self.observation_space)
@@ -442,8 +445,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     def _raise_if_not_finite(self, loss: th.Tensor, terms: dict[str, th.Tensor], epoch: int) -> None:
         if th.isfinite(loss):
             return
-        culprit = next((name for name, term in terms.items() if not th.isfinite(term).all()), "total loss")
-        raise NonFiniteLossError(self._non_finite_message(f"loss term `{culprit}`", epoch))
+        culprit = next((name for name, term in terms.items() if not th.isfinite(term).all()), None)
+        if culprit is None:
+            what = "total loss (every term is finite, so a coefficient is not)"
+        else:
+            what = f"loss term `{culprit}`"
+        raise NonFiniteLossError(self._non_finite_message(what, epoch))
 
     def learn(
         self: SelfPPOFamilyAlgorithm,
