@@ -31,6 +31,9 @@ from sb3_apo.common.checks import check_range
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
+#: Spawn key of the anchor generator's seed sequence.
+ANCHOR_STREAM = 0xA4C0
+
 SelfPPOFamilyAlgorithm = TypeVar("SelfPPOFamilyAlgorithm", bound="PPOFamilyAlgorithm")
 
 
@@ -280,7 +283,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)
         if seed is not None and hasattr(self, "_anchor_generator"):
-            self._anchor_generator.manual_seed(seed)
+            # A stream of its own, derived from the seed but not equal to torch's global stream.
+            self._anchor_generator.manual_seed(int(np.random.SeedSequence([seed, ANCHOR_STREAM]).generate_state(1)[0]))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "distribution_math", "_anchor_generator"]
