@@ -450,10 +450,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         if th.isfinite(loss):
             return
         culprit = next((name for name, term in terms.items() if not th.isfinite(term).all()), None)
-        if culprit is None:
-            what = "total loss (every term is finite, so a coefficient is not)"
-        else:
-            what = f"loss term `{culprit}`"
+        what = f"loss term `{culprit}`" if culprit else "total loss (every term is finite, so a coefficient is not)"
         raise NonFiniteLossError(self._non_finite_message(what, epoch))
 
     def learn(
