@@ -199,6 +199,16 @@ def test_spo_loss_of_the_class_matches_the_formula():
     assert terms["policy_gradient_loss"].item() == pytest.approx(expected)
 
 
+def test_spo_with_a_clip_schedule_reaching_zero_stays_finite():
+    from sb3_apo import SPO
+
+    model = SPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, clip_range=lambda progress: 0.2 * progress, seed=0)
+    before = [p.clone() for p in model.policy.action_net.parameters()]
+    model.learn(32)  # one update, at progress 0: eps = 0
+    for old, new in zip(before, model.policy.action_net.parameters()):
+        assert th.equal(old, new)  # the policy head did not move
+
+
 @pytest.mark.parametrize(
     ("kl", "expected"),
     [(0.001, 0.5), (0.0066, 0.5), (0.0067, 1.0), (0.01, 1.0), (0.015, 1.0), (0.0151, 2.0), (1.0, 2.0)],

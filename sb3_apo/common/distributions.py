@@ -53,16 +53,6 @@ class AnchorSet:
         """``mean_s 1/2 * sum_j w_j(s) * (r_j(s) - 1)^2``, a scalar."""
         return 0.5 * (self.weight * (self.ratio - 1.0) ** 2).sum(dim=1).mean()
 
-    def ratio_stats(self) -> tuple[float, float] | None:
-        """
-        ``(max r, mean |r - 1|)`` over the anchor actions, without gradient,
-        or ``None`` when the batch has no anchor action (e.g. ``Discrete(1)``).
-        """
-        ratio = self.ratio.detach()[self.mask]
-        if ratio.numel() == 0:
-            return None
-        return ratio.max().item(), (ratio - 1.0).abs().mean().item()
-
 
 def _clamp_log_ratio(log_ratio: th.Tensor) -> th.Tensor:
     return log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)

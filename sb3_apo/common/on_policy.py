@@ -28,11 +28,12 @@ from torch.nn import functional as F
 
 from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import check_range
+from sb3_apo.common.diagnostics import UpdateDiagnostics
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
-#: Spawn key of the anchor generator's seed sequence.
-ANCHOR_STREAM = 0xA4C0
+#: Spawn keys of the seed sequences of the anchor generators (loss, diagnostics).
+ANCHOR_STREAM, DIAGNOSTICS_STREAM = 0xA4C0, 0xD1A6
 
 SelfPPOFamilyAlgorithm = TypeVar("SelfPPOFamilyAlgorithm", bound="PPOFamilyAlgorithm")
 
@@ -89,7 +90,7 @@ class Minibatch:
 
     @functools.cached_property
     def anchors(self) -> AnchorSet:
-        """The chi-square anchor set (spec section 2); also what the diagnostics measure."""
+        """The chi-square anchor set of APO's penalty (spec section 2)."""
         return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
 
     @functools.cached_property
@@ -140,7 +141,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param target_kl: Stop the epochs of an update early when the approximate KL exceeds ``1.5 * target_kl``
     :param n_anchor_actions: K, the anchor actions drawn per state for a Box action space, in the anchor
-        penalty (APO) and in the anchor-ratio diagnostics (every algorithm)
+        penalty (APO) and in the anchor-ratio diagnostics measured after each update (every algorithm)
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
@@ -269,10 +270,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self.distribution_math = distribution_math(self.action_space)
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = anchored_buffer_class(self.observation_space)
-        # A generator of its own for anchor actions, so that drawing them never
-        # shifts torch's global random stream (and thus the rollouts).
+        # Generators of their own for anchor actions (in the loss, and in the diagnostics),
+        # so that drawing them never shifts torch's global random stream (and thus the rollouts).
         self._anchor_generator = th.Generator(device=self.device)
         self._anchor_generator.seed()
+        self._diagnostics_generator = th.Generator(device=self.device)
+        self._diagnostics_generator.seed()
         super()._setup_model()  # seeds the generator through set_random_seed()
 
         if self.clip_range is not None:
@@ -283,11 +286,15 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)
         if seed is not None and hasattr(self, "_anchor_generator"):
-            # A stream of its own, derived from the seed but not equal to torch's global stream.
-            self._anchor_generator.manual_seed(int(np.random.SeedSequence([seed, ANCHOR_STREAM]).generate_state(1)[0]))
+            # Streams of their own, derived from the seed but not equal to torch's global stream.
+            for generator, stream in (
+                (self._anchor_generator, ANCHOR_STREAM),
+                (self._diagnostics_generator, DIAGNOSTICS_STREAM),
+            ):
+                generator.manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "distribution_math", "_anchor_generator"]
+        return [*super()._excluded_save_params(), "distribution_math", "_anchor_generator", "_diagnostics_generator"]
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
         complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
@@ -330,7 +337,6 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
 
         logs: dict[str, list[float]] = defaultdict(list)
-        ratio_max, anchor_ratio_max = 1.0, 1.0
         continue_training = True
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
@@ -379,12 +385,6 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 with th.no_grad():
                     for name, term in terms.items():
                         logs[name].append(term.item())
-                    ratio_max = max(ratio_max, ratio.max().item())
-                    logs["ratio_dev"].append((ratio - 1).abs().mean().item())
-                    anchor_stats = batch.anchors.ratio_stats()
-                    if anchor_stats is not None:
-                        anchor_ratio_max = max(anchor_ratio_max, anchor_stats[0])
-                        logs["anchor_ratio_dev"].append(anchor_stats[1])
                     if clip_range is not None:
                         logs["clip_fraction"].append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
                     # Schulman's k3 estimator of KL(pi_old || pi), as in SB3's PPO
@@ -408,16 +408,15 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             if not continue_training:
                 break
 
-        rollout_kl = self.rollout_kl()
-        self._after_policy_update(rollout_kl)
+        diagnostics = self.measure_update()
+        self._after_policy_update(diagnostics["kl"])
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         for name, values_of_term in logs.items():
             self.logger.record(f"train/{name}", np.mean(values_of_term))
+        for name, value in diagnostics.items():
+            self.logger.record(f"train/{name}", value)
         self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/kl", rollout_kl)
-        self.logger.record("train/ratio_max", ratio_max)
-        self.logger.record("train/anchor_ratio_max", anchor_ratio_max)
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):
@@ -428,16 +427,30 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
-    def rollout_kl(self) -> float:
-        """Mean exact ``KL(pi_old || pi)`` over the rollout buffer, for the current policy."""
+    def measure_update(self) -> dict[str, float]:
+        """
+        How far the update moved the policy from ``pi_old``, measured on the whole
+        rollout without gradient (:class:`sb3_apo.common.diagnostics.UpdateDiagnostics`).
+
+        :return: ``kl`` (mean exact ``KL(pi_old || pi)``), ``ratio_max``, ``ratio_dev``,
+            ``anchor_ratio_max`` and ``anchor_ratio_dev``
+        """
         self.policy.set_training_mode(False)
-        total, count = 0.0, 0
+        diagnostics = UpdateDiagnostics()
         with th.no_grad():
             for data in self.rollout_buffer.get_in_order(PARAMS_CHUNK_SIZE):  # type: ignore[attr-defined]
-                new_params = self.distribution_math.params(self.policy.get_distribution(data.observations))
-                total += self.distribution_math.kl(data.old_distribution_params, new_params).sum().item()
-                count += len(new_params)
-        return total / count
+                actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
+                distribution = self.policy.get_distribution(data.observations)
+                diagnostics.add(
+                    self.distribution_math,
+                    data.old_distribution_params,
+                    self.distribution_math.params(distribution),
+                    distribution.log_prob(actions) - data.old_log_prob,
+                    data.actions,
+                    self.n_anchor_actions,
+                    self._diagnostics_generator,
+                )
+        return diagnostics.as_dict()
 
     def _non_finite_message(self, term: str, epoch: int) -> str:
         return (

@@ -39,5 +39,10 @@ class SPO(PPOFamilyAlgorithm):
 
     def policy_loss(self, batch: Minibatch) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         ratio, advantages, eps = batch.ratio, batch.advantages, batch.clip_range
-        surrogate = -(ratio * advantages - advantages.abs() / (2 * eps) * (ratio - 1) ** 2).mean()
+        if eps == 0:
+            # A schedule that reached 0 (e.g. the last update of "lin_0.2"): the optimum is r = 1,
+            # so the policy does not move; |A| / (2 * 0) would turn the loss into NaN.
+            surrogate = 0.0 * ratio.sum()
+        else:
+            surrogate = -(ratio * advantages - advantages.abs() / (2 * eps) * (ratio - 1) ** 2).mean()
         return surrogate, {"policy_gradient_loss": surrogate}
