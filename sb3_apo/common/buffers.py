@@ -68,12 +68,16 @@ class DistributionParamsMixin:
             ``(batch, param_dim)`` parameters of the policy's distribution;
             called without gradient, in chunks of ``PARAMS_CHUNK_SIZE``
         """
+        self._fill_from_observations(self.distribution_params, params_fn)
+
+    def _fill_from_observations(self, array: np.ndarray, params_fn: Callable[[Any], th.Tensor]) -> None:
+        """Write ``params_fn(observations)`` into ``array`` (``(n_steps, n_envs, dim)``), chunk by chunk."""
         n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
-        flat_params = self.distribution_params.reshape(n_samples, -1)  # a view, step-major like the buffer
+        flat = array.reshape(n_samples, -1)  # a view, step-major like the buffer
         with th.no_grad():
             for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
                 chunk = slice(start, start + PARAMS_CHUNK_SIZE)
-                flat_params[chunk] = params_fn(self._observations_chunk(chunk)).cpu().numpy()
+                flat[chunk] = params_fn(self._observations_chunk(chunk)).cpu().numpy()
 
     def _observations_chunk(self, chunk: slice) -> Any:
         def take(array: np.ndarray) -> th.Tensor:

@@ -65,6 +65,8 @@ class Minibatch:
     :param math: the distribution maths of the action space
     :param n_anchor_actions: K, anchor actions drawn per state where sampling is needed
     :param generator: the random generator anchors are drawn from
+    :param samples: the rollout buffer's samples of this minibatch, for objectives that
+        need more of them (e.g. a buffer subclass's extra fields)
     """
 
     advantages: th.Tensor
@@ -78,6 +80,7 @@ class Minibatch:
     math: DistributionMath
     n_anchor_actions: int
     generator: th.Generator
+    samples: Any
 
     @functools.cached_property
     def new_params(self) -> th.Tensor:
@@ -365,6 +368,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                     math=self.distribution_math,
                     n_anchor_actions=self.n_anchor_actions,
                     generator=self._anchor_generator,
+                    samples=rollout_data,
                 )
                 policy_loss, policy_terms = self.policy_loss(batch)
 

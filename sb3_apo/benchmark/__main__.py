@@ -1,0 +1,194 @@
+"""
+``python -m sb3_apo.benchmark``: ``run`` a grid, ``report`` on a results folder, measure ``speed``.
+
+Examples::
+
+    python -m sb3_apo.benchmark run --results results/mujoco --algos apo ppo ppo_penalty spo \\
+        --envs Hopper-v5 Walker2d-v5 HalfCheetah-v5 --seeds 0 1 2 --n-timesteps 1000000
+    python -m sb3_apo.benchmark report results/mujoco
+    python -m sb3_apo.benchmark speed --env Hopper-v5 --out results/speed
+"""
+
+import argparse
+import importlib.util
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sb3_apo.benchmark.grid import BASE_VARIANT, GridError, GridRunner, GridSettings, Variant, plan_grid
+
+
+def default_jobs() -> int:
+    """The number of CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of the three subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_apo.benchmark",
+        description="Benchmark harness of sb3-apo: grid runs, reports, speed. See docs/benchmarks.md.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a grid of algorithms x envs x variants x seeds (resumable)",
+        description="Run a grid through the launcher, N runs at a time. Finished runs are never redone; "
+        "run the same command again to resume an interrupted grid. Arguments after `--` go to every launcher call.",
+    )
+    run.add_argument("--results", type=Path, required=True, help="results folder")
+    run.add_argument("--algos", nargs="+", required=True, help="algorithms, as the launcher's --algo names them")
+    run.add_argument("--envs", nargs="+", required=True, help="environment ids")
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    run.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        metavar="NAME[:key=value,...]",
+        help=f"a hyperparameter variant, e.g. epochs50:n_epochs=50 (repeatable; default: {BASE_VARIANT}, no overrides; "
+        f"give --variant {BASE_VARIANT} too to run both)",
+    )
+    run.add_argument("-n", "--n-timesteps", type=int, default=None, help="budget per run (default: the YAML's)")
+    run.add_argument("--eval-freq", type=int, default=20_000, help="evaluate every N timesteps (default: 20000)")
+    run.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
+    run.add_argument("--n-eval-envs", type=int, default=5, help="envs per evaluation (default: 5)")
+    run.add_argument("-j", "--jobs", type=int, default=default_jobs(), help="runs in parallel (default: the cores)")
+    run.add_argument("--launcher", default="sb3_apo.train", help="module run as `python -m` (default: sb3_apo.train)")
+    run.add_argument("--threads-per-run", type=int, default=1, help="torch/BLAS threads per run (default: 1)")
+    run.add_argument(
+        "--launcher-verbose",
+        type=int,
+        default=0,
+        help="the launcher's --verbose (default: 0; the logs are in diagnostics.csv)",
+    )
+    run.add_argument("--status-every", type=float, default=60.0, help="seconds between status lines (default: 60)")
+    run.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
+
+    report = commands.add_parser("report", help="tables and plots of a results folder")
+    report.add_argument("results", type=Path, help="results folder")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
+    report.add_argument("--final-window", type=int, default=1, help="evaluations averaged for the final return (default: 1)")
+    report.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
+    report.add_argument(
+        "--diag-source",
+        choices=["auto", "diag", "train"],
+        default="auto",
+        help="diagnostics to plot: diag/* (alike for every algorithm), train/* (each algorithm's own), auto (diag/*)",
+    )
+
+    speed = commands.add_parser("speed", help="steps/s of APO, PPOPenalty, SPO and SB3 PPO, as ratios to PPO")
+    speed.add_argument("--env", default="Hopper-v5", help="environment id (default: Hopper-v5)")
+    speed.add_argument("--algos", nargs="+", default=["apo", "ppo_penalty", "spo", "ppo"], help="algorithms")
+    speed.add_argument("--rounds", type=int, default=5, help="interleaved measured rounds (default: 5)")
+    speed.add_argument("--steps-per-round", type=int, default=16_384, help="steps per contender and round")
+    speed.add_argument("--warmup-steps", type=int, default=4096, help="unmeasured steps per contender first")
+    speed.add_argument(
+        "--hyperparams-dir", type=Path, default=None, help="build models from DIR/<algo>.yml (default: the paper's settings)"
+    )
+    speed.add_argument("--out", type=Path, default=None, help="output folder for speed.md/.csv/.json")
+    speed.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    speed.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    speed.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    return parser
+
+
+def _run(args: argparse.Namespace, extra: list[str], argv: Sequence[str]) -> int:
+    try:
+        found = importlib.util.find_spec(args.launcher) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise GridError(
+            f"The launcher module {args.launcher!r} is not importable; give --launcher rl_zoo3.train, for example."
+        )
+    variants = [Variant.parse(text) for text in (args.variant or [BASE_VARIANT])]
+    settings = GridSettings(
+        results=args.results,
+        launcher=args.launcher,
+        n_timesteps=args.n_timesteps,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        n_eval_envs=args.n_eval_envs,
+        threads_per_run=args.threads_per_run,
+        verbose=args.launcher_verbose,
+        extra_args=tuple(extra),
+    )
+    runs = plan_grid(args.envs, args.algos, variants, args.seeds)
+    runner = GridRunner(runs, settings, jobs=args.jobs, status_every=args.status_every)
+    if args.dry_run:
+        pending = set(runner.pending())
+        for spec in runs:
+            state = "to run" if spec in pending else "finished"
+            print(f"{spec.key}: {state}\n  {shlex.join(spec.command(settings))}")
+        print(f"{len(pending)} of {len(runs)} runs to run.")
+        return 0
+    return runner.run(argv=["python", "-m", "sb3_apo.benchmark", *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Entry point.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    command = shlex.join(["python", "-m", "sb3_apo.benchmark", *argv])
+    try:
+        if args.command == "run":
+            return _run(args, extra, argv)
+        if extra:
+            raise GridError(f"`--` arguments are only for `run`: {shlex.join(extra)}")
+        if args.command == "report":
+            return _report(args)
+        return _speed(args, command)
+    except (GridError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sb3_apo.benchmark.report import make_report
+
+    if args.final_window < 1:
+        raise GridError(f"--final-window must be at least 1, got {args.final_window}")
+    result = make_report(args.results, args.out, args.final_window, args.smooth, args.diag_source)
+    print("\n".join(str(path) for path in result["files"]))
+    if result["unfinished"]:
+        print(f"{len(result['unfinished'])} unfinished run(s) left out (listed in summary.md).")
+    return 0
+
+
+def _speed(args: argparse.Namespace, command: str) -> int:
+    from sb3_apo.benchmark.speed import run_speed
+
+    try:
+        run_speed(
+            env_id=args.env,
+            algos=args.algos,
+            rounds=args.rounds,
+            steps_per_round=args.steps_per_round,
+            warmup_steps=args.warmup_steps,
+            hyperparams_dir=args.hyperparams_dir,
+            out=args.out,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            command=command,
+        )
+    except (KeyError, ValueError) as error:  # unknown algorithm, env missing from a YAML, bad settings
+        raise GridError(str(error)) from error
+    if args.out is not None:
+        (args.out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,691 @@
+"""
+The grid runner: algorithms x environments x variants x seeds, each run a
+subprocess of the rl-zoo3-style launcher, N at a time, resumable.
+
+A run's folder is ``<results>/<env>/<algo>/<variant>/seed_<seed>/``. The runner
+writes ``settings.json`` and ``command.txt`` when the run starts, and
+``done.json`` last, atomically, once the run has trained its whole budget and
+its files are in place: a folder with ``done.json`` is finished and never run
+again; a folder without it (an interrupted or failed run) is deleted and the
+run starts again from scratch. See ``docs/benchmarks.md`` for every file.
+"""
+
+import ast
+import contextlib
+import ctypes
+import datetime
+import fcntl
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from sb3_apo.benchmark.files import (
+    COMMAND_FILE,
+    DIAGNOSTICS_FILE,
+    DONE_FILE,
+    EVALUATIONS_CSV,
+    EVALUATIONS_NPZ,
+    FAILED_FILE,
+    FORMAT_VERSION,
+    PROGRESS_FILE,
+    SETTINGS_FILE,
+    STDOUT_FILE,
+    TRAINING_FILE,
+    ZOO_FOLDER,
+    atomic_write_json,
+    read_json,
+    safe_name,
+    write_csv,
+)
+
+#: The name of the variant without overrides.
+BASE_VARIANT = "base"
+#: Dotted path of the diagnostics callback given to the launcher.
+CALLBACK_PATH = "sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback"
+#: Launcher options the runner sets itself; passing them as extra arguments is an error.
+RESERVED_OPTIONS = (
+    "--algo",
+    "--env",
+    "--seed",
+    "-f",
+    "--log-folder",
+    "-params",
+    "--hyperparams",
+    "-n",
+    "--n-timesteps",
+    "--eval-freq",
+    "--eval-episodes",
+    "--n-eval-envs",
+    "--num-threads",
+    "--verbose",
+)
+LOCK_FILE = ".runner.lock"
+RUNNER_COMMANDS_FILE = "runner_commands.txt"
+
+
+class GridError(ValueError):
+    """A grid that cannot be run as asked (bad variant, settings that clash with finished runs, ...)."""
+
+
+# ---------------------------------------------------------------------- #
+# What to run
+# ---------------------------------------------------------------------- #
+def split_top_level(text: str, separator: str = ",") -> list[str]:
+    """
+    Split ``text`` on ``separator`` outside brackets and quotes, so that
+    ``"a=1,b=dict(x=1, y=2)"`` gives ``["a=1", "b=dict(x=1, y=2)"]``.
+
+    :param text: the text to split
+    :param separator: a one-character separator
+    """
+    parts, depth, quote, current = [], 0, "", []
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """
+    A named set of hyperparameter overrides, passed to the launcher as ``-params key:value``.
+
+    :param name: the label of the variant in folders and reports (``base``: no overrides)
+    :param params: hyperparameter name -> Python expression, as rl-zoo3's ``-params`` takes it
+    """
+
+    name: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        """
+        Parse ``NAME`` or ``NAME:key=value,key=value``; a value is a Python expression
+        (``n_epochs=50``, ``anchor_mode='parity'``, ``policy_kwargs=dict(net_arch=[64, 64])``).
+
+        :param text: the variant, as given on the command line
+        :raises GridError: on a malformed variant
+        """
+        name, _, overrides = text.partition(":")
+        name = name.strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+            raise GridError(f"Bad variant name {name!r} in {text!r}: use letters, digits, '.', '_', '+' or '-'.")
+        params = []
+        for item in split_top_level(overrides):
+            key, equals, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not equals or not key.isidentifier() or not value:
+                raise GridError(f"Bad override {item!r} in variant {text!r}: expected key=value.")
+            if key == "callback":
+                raise GridError(f"Variant {text!r} sets `callback`, which the runner sets itself.")
+            try:
+                ast.parse(value, mode="eval")
+            except SyntaxError as error:
+                raise GridError(f"The value of {key!r} in variant {text!r} is not a Python expression: {value!r}.") from error
+            params.append((key, value))
+        if name == BASE_VARIANT and params:
+            raise GridError(f"The variant name {BASE_VARIANT!r} is reserved for the runs without overrides.")
+        if name != BASE_VARIANT and not params:
+            raise GridError(f"Variant {text!r} has no overrides; write it NAME:key=value,...")
+        return cls(name, tuple(params))
+
+    def describe(self) -> str:
+        """The variant as it is written on the command line."""
+        if not self.params:
+            return self.name
+        return f"{self.name}:" + ",".join(f"{key}={value}" for key, value in self.params)
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """
+    Settings shared by every run of a grid.
+
+    :param results: the results folder
+    :param launcher: the module run as ``python -m <launcher>`` (takes rl-zoo3's ``train`` flags)
+    :param n_timesteps: training budget per run; ``None``: the hyperparameter file's
+    :param eval_freq: evaluate every this many timesteps (``<= 0``: never)
+    :param eval_episodes: episodes per evaluation
+    :param n_eval_envs: environments the evaluation runs on
+    :param threads_per_run: torch (and BLAS) threads of each run
+    :param verbose: the launcher's ``--verbose`` (0: no per-iteration tables in ``stdout.log``; everything
+        logged is in ``diagnostics.csv`` anyway)
+    :param extra_args: further launcher arguments, the same for every run
+    :param python: the Python interpreter that runs the launcher
+    """
+
+    results: Path
+    launcher: str = "sb3_apo.train"
+    n_timesteps: int | None = None
+    eval_freq: int = 20_000
+    eval_episodes: int = 10
+    n_eval_envs: int = 5
+    threads_per_run: int = 1
+    verbose: int = 0
+    extra_args: tuple[str, ...] = ()
+    python: str = field(default=sys.executable)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """
+    One run of the grid.
+
+    :param env: the environment id
+    :param algo: the launcher's algorithm name
+    :param variant: the hyperparameter overrides
+    :param seed: the random seed
+    """
+
+    env: str
+    algo: str
+    variant: Variant
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A short name of the run, for progress messages."""
+        return f"{self.env}/{self.algo}/{self.variant.name}/seed_{self.seed}"
+
+    def folder(self, results: Path) -> Path:
+        """
+        The run's folder.
+
+        :param results: the results folder
+        """
+        return results / safe_name(self.env) / safe_name(self.algo) / safe_name(self.variant.name) / f"seed_{self.seed}"
+
+    def settings(self, grid: GridSettings) -> dict[str, Any]:
+        """
+        Everything that defines the run's outcome, compared with a finished run's on resumption.
+
+        :param grid: the grid's settings
+        """
+        return {
+            "env": self.env,
+            "algo": self.algo,
+            "variant": self.variant.name,
+            "variant_params": dict(self.variant.params),
+            "seed": self.seed,
+            "launcher": grid.launcher,
+            "n_timesteps": grid.n_timesteps,
+            "eval_freq": grid.eval_freq,
+            "eval_episodes": grid.eval_episodes,
+            "n_eval_envs": grid.n_eval_envs,
+            "extra_args": list(grid.extra_args),
+        }
+
+    def command(self, grid: GridSettings) -> list[str]:
+        """
+        The launcher command of the run.
+
+        :param grid: the grid's settings
+        """
+        folder = self.folder(grid.results)
+        # JSON is also a Python expression, and its double quotes keep the shell quoting of command.txt readable
+        callback = json.dumps([{CALLBACK_PATH: {"folder": str(folder), "seed": self.seed}}])
+        params = [f"{key}:{value}" for key, value in self.variant.params] + [f"callback:{callback}"]
+        command = [grid.python, "-m", grid.launcher, "--algo", self.algo, "--env", self.env, "--seed", str(self.seed)]
+        command += ["-f", str(folder / ZOO_FOLDER)]
+        if grid.n_timesteps is not None:
+            command += ["--n-timesteps", str(grid.n_timesteps)]
+        command += ["--eval-freq", str(grid.eval_freq), "--eval-episodes", str(grid.eval_episodes)]
+        command += ["--n-eval-envs", str(grid.n_eval_envs), "--num-threads", str(grid.threads_per_run)]
+        command += ["--verbose", str(grid.verbose)]
+        command += [*grid.extra_args, "-params", *params]
+        return command
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """
+    Environment variables that limit a run's BLAS/OpenMP threads.
+
+    :param threads: the number of threads
+    """
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return {**{name: str(threads) for name in names}, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+
+
+def plan_grid(envs: Sequence[str], algos: Sequence[str], variants: Sequence[Variant], seeds: Sequence[int]) -> list[RunSpec]:
+    """
+    The runs of a grid, seed by seed, so that an interrupted grid leaves complete comparisons for the first seeds.
+
+    :param envs: environment ids
+    :param algos: algorithm names
+    :param variants: hyperparameter variants
+    :param seeds: random seeds
+    :raises GridError: on duplicates
+    """
+    for name, values in (("env", envs), ("algo", algos), ("seed", seeds), ("variant", [v.name for v in variants])):
+        duplicates = sorted({str(value) for value in values if list(values).count(value) > 1})
+        if duplicates:
+            raise GridError(f"Duplicate {name}: {', '.join(duplicates)}.")
+    return [RunSpec(env, algo, variant, seed) for seed in seeds for env in envs for algo in algos for variant in variants]
+
+
+# ---------------------------------------------------------------------- #
+# Reading what a finished run left
+# ---------------------------------------------------------------------- #
+def _zoo_run_folder(folder: Path) -> Path | None:
+    """rl-zoo3's ``<algo>/<env>_<id>`` folder inside the run's ``zoo`` folder (the newest one)."""
+    candidates = sorted((folder / ZOO_FOLDER).glob("*/*/"), key=lambda path: path.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
+def _load_zoo_config(path: Path) -> dict[str, Any]:
+    """rl-zoo3's ``config.yml`` (an ``OrderedDict`` dump) as a plain dict, without executing any tag."""
+    import yaml  # an rl-zoo3 dependency, needed only here
+
+    class ConfigLoader(yaml.SafeLoader):
+        pass
+
+    def ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+        (pairs,) = loader.construct_sequence(node, deep=True)  # type: ignore[arg-type]
+        return {str(key): value for key, value in pairs}
+
+    def unknown(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:
+        return f"{node.tag} {node.value!r}" if isinstance(node, yaml.ScalarNode) else node.tag
+
+    ConfigLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
+    ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", unknown)
+    with open(path, encoding="utf-8") as file:
+        config = yaml.load(file, Loader=ConfigLoader)  # a SafeLoader: no tag runs code
+    return config if isinstance(config, dict) else {}
+
+
+def _evaluations(zoo_run: Path, folder: Path) -> dict[str, Any] | None:
+    """Copy ``evaluations.npz`` into the run folder, write ``evaluations.csv``, return the last evaluation."""
+    source = zoo_run / EVALUATIONS_NPZ
+    if not source.is_file():
+        return None
+    shutil.copyfile(source, folder / EVALUATIONS_NPZ)
+    with np.load(source) as data:
+        timesteps, results, lengths = data["timesteps"], np.asarray(data["results"], float), data["ep_lengths"]
+    if len(timesteps) == 0:
+        return None
+    rows = [
+        (int(t), float(np.mean(r)), float(np.std(r)), float(np.min(r)), float(np.max(r)), float(np.mean(n)), len(r))
+        for t, r, n in zip(timesteps, results, lengths)
+    ]
+    header = ("timesteps", "mean_return", "std_return", "min_return", "max_return", "mean_ep_length", "n_episodes")
+    write_csv(folder / EVALUATIONS_CSV, header, rows)
+    last = rows[-1]
+    return {"timesteps": last[0], "mean_return": last[1], "std_return": last[2], "n_episodes": last[6]}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("sb3-apo", "stable_baselines3", "rl_zoo3", "torch", "gymnasium", "mujoco"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return versions
+
+
+def _log_tail(path: Path, n_lines: int = 30) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return "".join(deque(file, maxlen=n_lines))
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------- #
+# The runner
+# ---------------------------------------------------------------------- #
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to kill the child when the runner dies, so no orphan keeps writing into a run folder."""
+    with contextlib.suppress(Exception):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _Interrupted(Exception):
+    """The runner received SIGTERM or SIGHUP."""
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+@dataclass
+class _Running:
+    spec: RunSpec
+    process: subprocess.Popen
+    log: TextIO
+    started: float
+
+
+def _format_duration(seconds: float | None) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class GridRunner:
+    """
+    Run a grid of runs, ``jobs`` at a time, skipping the finished ones.
+
+    :param runs: the runs of the grid
+    :param settings: the grid's settings
+    :param jobs: runs in parallel
+    :param status_every: seconds between two status lines (on a terminal, the status line
+        is redrawn every second instead)
+    :param out: where progress is printed
+    """
+
+    def __init__(
+        self,
+        runs: Sequence[RunSpec],
+        settings: GridSettings,
+        jobs: int,
+        status_every: float = 60.0,
+        out: TextIO = sys.stdout,
+    ):
+        if jobs < 1:
+            raise GridError(f"--jobs must be at least 1, got {jobs}.")
+        for option in settings.extra_args:
+            if option.split("=")[0] in RESERVED_OPTIONS:
+                raise GridError(f"The launcher option {option} is set by the runner; use the runner's own options.")
+        self.runs = list(runs)
+        self.settings = settings
+        self.jobs = jobs
+        self.status_every = status_every
+        self.out = out
+        self.tty = out.isatty()
+        self.durations: dict[str, list[float]] = {}
+        self.failed: list[RunSpec] = []
+        self.n_done = 0
+        self._last_status = 0.0
+
+    # -- planning ------------------------------------------------------ #
+    def pending(self) -> list[RunSpec]:
+        """
+        The runs without ``done.json``.
+
+        :raises GridError: where a finished run was made with other settings
+        """
+        clashes, pending = [], []
+        for spec in self.runs:
+            done = spec.folder(self.settings.results) / DONE_FILE
+            if not done.is_file():
+                pending.append(spec)
+                continue
+            finished = read_json(done).get("settings", {})
+            wanted = spec.settings(self.settings)
+            differences = sorted(key for key in wanted.keys() | finished.keys() if wanted.get(key) != finished.get(key))
+            if differences:
+                clashes.append(
+                    f"  {spec.key}: " + "; ".join(f"{key} {finished.get(key)!r} -> {wanted.get(key)!r}" for key in differences)
+                )
+        if clashes:
+            raise GridError(
+                "These runs were finished with other settings, and finished runs are never redone:\n"
+                + "\n".join(clashes)
+                + "\nUse another --results folder, or delete those run folders."
+            )
+        return pending
+
+    # -- one run ------------------------------------------------------- #
+    def _start(self, spec: RunSpec) -> _Running:
+        folder = spec.folder(self.settings.results)
+        if folder.exists():
+            self._print(f"restarting {spec.key} from scratch (interrupted or failed before)")
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        command = spec.command(self.settings)
+        thread_env = thread_environment(self.settings.threads_per_run)
+        atomic_write_json(folder / SETTINGS_FILE, spec.settings(self.settings))
+        env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
+        (folder / COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
+        log = open(folder / STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _finish
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **thread_env},
+            start_new_session=True,  # a Ctrl-C of the runner reaches the runner only; it stops the runs itself
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self._print(f"started  {spec.key}")
+        return _Running(spec, process, log, time.monotonic())
+
+    def _finish(self, running: _Running) -> None:
+        spec, folder = running.spec, running.spec.folder(self.settings.results)
+        running.log.close()
+        wall_time = time.monotonic() - running.started
+        rc = running.process.returncode
+        problem = None
+        training: dict[str, Any] = {}
+        if rc != 0:
+            problem = f"the launcher exited with status {rc}"
+        elif not (folder / TRAINING_FILE).is_file():
+            problem = f"no {TRAINING_FILE}: the diagnostics callback did not run to the end of training"
+        else:
+            training = read_json(folder / TRAINING_FILE)
+            if training["timesteps"] < training["total_timesteps"]:
+                problem = f"training stopped at {training['timesteps']} of {training['total_timesteps']} timesteps"
+        if problem is None:
+            try:
+                problem = self._write_done(spec, folder, training, wall_time)
+            except Exception as error:  # an unreadable output file fails this run, not the whole grid
+                problem = f"collecting the run's files failed: {type(error).__name__}: {error}"
+        if problem is not None:
+            self.failed.append(spec)
+            atomic_write_json(
+                folder / FAILED_FILE,
+                {"settings": spec.settings(self.settings), "returncode": rc, "problem": problem, "wall_time_s": wall_time},
+            )
+            tail = _log_tail(folder / STDOUT_FILE)
+            self._print(f"FAILED   {spec.key}: {problem}; see {folder / STDOUT_FILE}\n{tail}")
+            return
+        self.n_done += 1
+        self.durations.setdefault(spec.env, []).append(wall_time)
+        self._print(f"finished {spec.key} in {_format_duration(wall_time)}")
+
+    def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
+        zoo_run = _zoo_run_folder(folder)
+        if zoo_run is None:
+            return f"the launcher left no run folder in {folder / ZOO_FOLDER}"
+        final_eval = _evaluations(zoo_run, folder)
+        if final_eval is None and self.settings.eval_freq > 0:
+            return f"no evaluation in {zoo_run / EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
+        configs = sorted(zoo_run.glob("*/config.yml"))
+        hyperparams = _load_zoo_config(configs[0]) if configs else {}
+        if not (folder / DIAGNOSTICS_FILE).is_file():
+            return f"no {DIAGNOSTICS_FILE}"
+        atomic_write_json(
+            folder / DONE_FILE,
+            {
+                "format": FORMAT_VERSION,
+                "settings": spec.settings(self.settings),
+                "env": spec.env,
+                "algo": spec.algo,
+                "variant": spec.variant.name,
+                "variant_params": dict(spec.variant.params),
+                "seed": spec.seed,
+                "command": (folder / COMMAND_FILE).read_text(encoding="utf-8").strip(),
+                "zoo_folder": str(zoo_run.relative_to(folder)),
+                "timesteps": training["timesteps"],
+                "wall_time_s": wall_time,
+                "learn_time_s": training["learn_time_s"],
+                "steps_per_s": training["steps_per_s"],
+                "steps_per_s_median_update": training["steps_per_s_median_update"],
+                "final_eval": final_eval,
+                "eval_freq": self.settings.eval_freq,
+                "eval_episodes": self.settings.eval_episodes,
+                "hyperparams": hyperparams,
+                "threads": self.settings.threads_per_run,
+                "host": {"node": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()},
+                "versions": _versions(),
+                "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        return None
+
+    # -- progress ------------------------------------------------------ #
+    def _print(self, message: str) -> None:
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        if self.tty:
+            self.out.write("\r\033[K")
+        self.out.write(f"[{stamp}] {message}\n")
+        self.out.flush()
+
+    def _fraction(self, running: _Running) -> float | None:
+        try:
+            progress = read_json(running.spec.folder(self.settings.results) / PROGRESS_FILE)
+            return progress["timesteps"] / progress["total_timesteps"] if progress["total_timesteps"] else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _eta(self, queue: Sequence[RunSpec], running: dict[int, _Running]) -> float | None:
+        """Remaining seconds: per-env mean duration of the runs finished so far, else what running runs project."""
+        now = time.monotonic()
+        fractions = {pid: self._fraction(run) for pid, run in running.items()}
+        projected: dict[str, list[float]] = {}
+        for pid, run in running.items():
+            fraction = fractions[pid]
+            if fraction is not None and fraction >= 0.02:
+                projected.setdefault(run.spec.env, []).append((now - run.started) / fraction)
+        every = [d for values in (self.durations or projected).values() for d in values]
+        if not every:
+            return None
+
+        def estimate(env: str) -> float:
+            values = self.durations.get(env) or projected.get(env) or every
+            return float(np.mean(values))
+
+        work = sum(estimate(spec.env) for spec in queue)
+        for pid, run in running.items():
+            elapsed, fraction = now - run.started, fractions[pid]
+            if fraction is not None and fraction >= 0.02:
+                work += elapsed * (1.0 - fraction) / fraction
+            else:
+                work += max(estimate(run.spec.env) - elapsed, 0.0)
+        return work / self.jobs
+
+    def _status(self, total: int, queue: Sequence[RunSpec], running: dict[int, _Running], start: float) -> None:
+        parts = [
+            f"{self.n_done}/{total} done",
+            f"{len(running)} running",
+            f"{len(queue)} queued",
+        ]
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        parts += [
+            f"elapsed {_format_duration(time.monotonic() - start)}",
+            f"ETA {_format_duration(self._eta(queue, running))}",
+        ]
+        now_running = []
+        for run in running.values():
+            fraction = self._fraction(run)
+            now_running.append(f"{run.spec.key} {'?' if fraction is None else f'{min(100 * fraction, 100):.0f}%'}")
+        line = " | ".join(parts)
+        if self.tty:
+            self.out.write("\r\033[K" + (line + " | " + ", ".join(now_running))[: shutil.get_terminal_size().columns - 1])
+            self.out.flush()
+        else:
+            self._print(line + ("\n    running: " + ", ".join(now_running) if now_running else ""))
+
+    # -- the loop ------------------------------------------------------ #
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.settings.results.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.results / LOCK_FILE, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as error:
+                raise GridError(f"Another runner is working on {self.settings.results}.") from error
+            yield
+
+    def _stop(self, running: dict[int, _Running]) -> None:
+        for run in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        for run in running.values():
+            try:
+                run.process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+            run.log.close()
+
+    def run(self, argv: Sequence[str] | None = None) -> int:
+        """
+        Run every unfinished run.
+
+        :param argv: the runner's own command line, appended to ``runner_commands.txt``
+        :return: 0 when every run is finished, 1 when some failed, 130 when interrupted
+        """
+        with self._lock():
+            queue = deque(self.pending())
+            total, self.n_done = len(self.runs), len(self.runs) - len(queue)
+            if argv is not None:
+                stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
+                    file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+            self._print(
+                f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
+                f"-> {self.settings.results}"
+            )
+            running: dict[int, _Running] = {}
+            start = time.monotonic()
+            previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+            try:
+                while queue or running:
+                    while queue and len(running) < self.jobs:
+                        run = self._start(queue.popleft())
+                        running[run.process.pid] = run
+                    time.sleep(0.2)
+                    for pid in [pid for pid, run in running.items() if run.process.poll() is not None]:
+                        self._finish(running.pop(pid))
+                    if time.monotonic() - self._last_status >= (1.0 if self.tty else self.status_every):
+                        self._last_status = time.monotonic()
+                        self._status(total, queue, running, start)
+            except (KeyboardInterrupt, _Interrupted) as interruption:
+                self._stop(running)
+                self._print(
+                    f"interrupted ({type(interruption).__name__} {interruption}); stopped {len(running)} run(s). "
+                    "Run the same command again to resume: finished runs are kept, unfinished ones restart."
+                )
+                return 130
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            self._print(
+                f"grid finished in {_format_duration(time.monotonic() - start)}: {self.n_done}/{total} runs done"
+                + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
+            )
+            return 1 if self.failed else 0

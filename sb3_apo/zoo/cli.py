@@ -1,0 +1,360 @@
+"""
+The launchers: rl-zoo3's commands with this package's algorithms registered.
+
+Each launcher registers ``apo``, ``ppo_penalty`` and ``spo`` in rl-zoo3
+(:func:`sb3_apo.zoo.registry.register_algorithms`), hands its command line to
+rl-zoo3's own command, and turns bad input into one clear message and a
+non-zero exit status instead of a traceback (set ``SB3_APO_TRACEBACK=1`` to see
+the traceback of an unexpected error).
+
+=================  ==========================  ============================================
+command            console script              rl-zoo3 command it wraps
+=================  ==========================  ============================================
+``train``          ``sb3-apo-train``           ``rl_zoo3.train`` (+ ``-optimize``)
+``enjoy``          ``sb3-apo-enjoy``           ``rl_zoo3.enjoy``
+``record_video``   ``sb3-apo-record-video``    ``rl_zoo3.record_video``
+``load_from_hub``  ``sb3-apo-load-from-hub``   ``rl_zoo3.load_from_hub``
+``push_to_hub``    ``sb3-apo-push-to-hub``     ``rl_zoo3.push_to_hub``
+``plot_train``,    ``sb3-apo-zoo <command>``   ``rl_zoo3.plots``
+``plot_from_file``,
+``all_plots``
+=================  ==========================  ============================================
+
+``python -m sb3_apo.train`` (and ``.enjoy``, ``.record_video``,
+``.load_from_hub``, ``.push_to_hub``) and ``python -m sb3_apo.zoo <command>``
+do the same. Differences from rl-zoo3: the project's hyperparameter files are
+the default; ``enjoy`` and ``record_video`` read ``logs/`` by default (where
+``train`` writes); ``train`` accepts three options of its own for distributed
+tuning, ``--heartbeat-interval``, ``--grace-period`` and ``--max-retry``.
+"""
+
+import argparse
+import os
+import runpy
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from sb3_apo.zoo.errors import ZooError
+from sb3_apo.zoo.registry import register_algorithms
+
+#: Set this environment variable to 1 to print the traceback of unexpected errors.
+TRACEBACK_ENV_VAR = "SB3_APO_TRACEBACK"
+
+#: The folder ``enjoy`` and ``record_video`` read by default: where ``train`` writes (rl-zoo3's ``-f logs``).
+DEFAULT_LOG_FOLDER = "logs"
+
+
+def _tuning_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
+    group = parser.add_argument_group(
+        "distributed tuning (sb3-apo's options, in addition to rl-zoo3's below)",
+        "Crash recovery of -optimize workers that share --storage: a trial whose worker stopped sending "
+        "heartbeats for --grace-period seconds is marked FAIL and its hyperparameters are queued again.",
+    )
+    group.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="seconds between two heartbeats of a running trial; 0: no heartbeat, no recovery (default: 60)",
+    )
+    group.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="a running trial without heartbeat for this long is declared dead (default: 3 x --heartbeat-interval)",
+    )
+    group.add_argument(
+        "--max-retry",
+        type=int,
+        default=3,
+        metavar="N",
+        help="how many times the hyperparameters of a dead or interrupted trial are queued again (default: 3)",
+    )
+    return parser
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _zoo_context(prog: str, argv: Sequence[str]) -> Iterator[None]:
+    """Register the algorithms, set ``sys.argv`` for rl-zoo3's parsers, and treat SIGTERM as Ctrl-C."""
+    register_algorithms()
+    saved_argv = sys.argv
+    sys.argv = [prog, *argv]
+    saved_handler: Any = None
+    in_main_thread = True
+    try:
+        saved_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    except ValueError:  # not in the main thread: leave signals alone
+        in_main_thread = False
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, saved_handler)
+
+
+def _is_network_error(error: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) means that a server could not be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, socket.gaierror, TimeoutError)):
+            return True
+        names = {cls.__name__ for cls in type(current).__mro__}
+        module = type(current).__module__
+        if module.startswith(("httpx", "requests", "urllib3", "huggingface_hub")) and names & {
+            "TransportError",
+            "ConnectionError",
+            "ConnectTimeout",
+            "Timeout",
+            "LocalEntryNotFoundError",
+        }:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _report_unexpected(prog: str, error: BaseException) -> None:
+    if isinstance(error, ModuleNotFoundError):
+        print(
+            f"{prog}: error: the Python package {error.name!r} is not installed "
+            "(the launchers need the zoo extra: pip install 'sb3-apo[zoo]').",
+            file=sys.stderr,
+        )
+        return
+    if _is_network_error(error):
+        print(f"{prog}: error: a server could not be reached (no network?): {type(error).__name__}: {error}", file=sys.stderr)
+        return
+    location = ""
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        location = f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    print(f"{prog}: error: {type(error).__name__}: {error}{location}", file=sys.stderr)
+    if os.environ.get(TRACEBACK_ENV_VAR, "") in ("", "0"):
+        print(f"{prog}: set {TRACEBACK_ENV_VAR}=1 to see the full traceback.", file=sys.stderr)
+    else:
+        traceback.print_exception(error)
+
+
+def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
+    """
+    Run one rl-zoo3 command with the algorithms registered; return its exit status.
+
+    :param prog: the program name shown in messages and usage lines
+    :param argv: the command's arguments (without the program name)
+    :param command: calls rl-zoo3's command, which reads ``sys.argv``
+    :return: 0 on success, 1 on an error, 2 on a command-line error, 130 when interrupted
+    """
+    try:
+        with _zoo_context(prog, argv):
+            command()
+        return 0
+    except SystemExit as exit_:  # argparse and rl-zoo3's own exits
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(f"{prog}: error: {exit_.code}", file=sys.stderr)
+        return 1
+    except ZooError as error:
+        print(f"{prog}: error: {error.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        _report_unexpected(prog, error)
+        return 1
+
+
+def _argv(argv: Sequence[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def _with_default_folder(argv: list[str]) -> list[str]:
+    # Placed first, so that a -f/--folder given by the user (later on the line) wins.
+    return ["--folder", DEFAULT_LOG_FOLDER, *argv]
+
+
+def _check_hub_reachable() -> None:
+    """Fail with a clear message, before any work, if the Hugging Face Hub cannot be reached."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=10)
+    except Exception as error:
+        raise ZooError(
+            f"Cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: {error}). "
+            "The hub commands need a network connection (HF_ENDPOINT selects another hub, "
+            "HF_HUB_OFFLINE=1 forbids network access)."
+        ) from error
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    """
+    ``sb3-apo-train``: ``rl_zoo3.train`` with this package's algorithms and hyperparameter files.
+
+    Every ``rl_zoo3.train`` flag is accepted, plus ``--heartbeat-interval``,
+    ``--grace-period`` and ``--max-retry`` for distributed tuning.
+
+    :param argv: the arguments; ``None``: ``sys.argv[1:]``
+    :return: the exit status
+    """
+    prog = "sb3-apo-train"
+    args = _argv(argv)
+    parser = _tuning_parser(prog)
+    if "-h" in args or "--help" in args:
+        parser.print_help()
+        print()
+    try:
+        options, rest = parser.parse_known_args(args)
+        from sb3_apo.zoo.storage import HeartbeatOptions
+
+        heartbeat = HeartbeatOptions(options.heartbeat_interval, options.grace_period, options.max_retry)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except ZooError as error:
+        print(f"{prog}: error: {error.message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        _report_unexpected(prog, error)
+        return 1
+
+    def command() -> None:
+        import rl_zoo3.train
+
+        from sb3_apo.zoo.exp_manager import ZooExperimentManager
+
+        manager = type("ZooExperimentManager", (ZooExperimentManager,), {"heartbeat": heartbeat})
+        # rl_zoo3.train.train() builds its manager from this module attribute: swap in ours for this call only.
+        saved_manager = rl_zoo3.train.ExperimentManager
+        rl_zoo3.train.ExperimentManager = manager  # type: ignore[misc]
+        try:
+            rl_zoo3.train.train()
+        finally:
+            rl_zoo3.train.ExperimentManager = saved_manager  # type: ignore[misc]
+
+    return _run(prog, rest, command)
+
+
+def enjoy(argv: Sequence[str] | None = None) -> int:
+    """
+    ``sb3-apo-enjoy``: ``rl_zoo3.enjoy`` with this package's algorithms; reads ``logs/`` by default.
+
+    :param argv: the arguments; ``None``: ``sys.argv[1:]``
+    :return: the exit status
+    """
+
+    def command() -> None:
+        from rl_zoo3.enjoy import enjoy as zoo_enjoy
+
+        zoo_enjoy()
+
+    return _run("sb3-apo-enjoy", _with_default_folder(_argv(argv)), command)
+
+
+def record_video(argv: Sequence[str] | None = None) -> int:
+    """
+    ``sb3-apo-record-video``: ``rl_zoo3.record_video`` with this package's algorithms; reads
+    ``logs/`` by default.
+
+    :param argv: the arguments; ``None``: ``sys.argv[1:]``
+    :return: the exit status
+    """
+    return _run(
+        "sb3-apo-record-video",
+        _with_default_folder(_argv(argv)),
+        lambda: runpy.run_module("rl_zoo3.record_video", run_name="__main__"),
+    )
+
+
+def _hub_command(module: str, name: str) -> Callable[[Sequence[str] | None], int]:
+    """
+    A launcher for one of rl-zoo3's Hugging Face Hub commands, which fails at once with a
+    clear message when the Hub cannot be reached.
+
+    :param module: the rl-zoo3 module to run, e.g. ``rl_zoo3.load_from_hub``
+    :param name: the console script's name, used in messages
+    """
+
+    def hub_command(argv: Sequence[str] | None = None) -> int:
+        """
+        :param argv: the arguments; ``None``: ``sys.argv[1:]``
+        :return: the exit status
+        """
+        args = _argv(argv)
+
+        def command() -> None:
+            if not ("-h" in args or "--help" in args):
+                _check_hub_reachable()
+            runpy.run_module(module, run_name="__main__")
+
+        return _run(name, args, command)
+
+    hub_command.__doc__ = f"``{name}``: ``{module}``, failing at once when the Hub cannot be reached." + (
+        hub_command.__doc__ or ""
+    )
+    return hub_command
+
+
+load_from_hub = _hub_command("rl_zoo3.load_from_hub", "sb3-apo-load-from-hub")
+push_to_hub = _hub_command("rl_zoo3.push_to_hub", "sb3-apo-push-to-hub")
+
+
+def _plot_command(name: str) -> Callable[[Sequence[str] | None], int]:
+    def plot(argv: Sequence[str] | None = None) -> int:
+        def command() -> None:
+            import rl_zoo3.plots
+
+            getattr(rl_zoo3.plots, name)()
+
+        return _run(f"sb3-apo-zoo {name}", _argv(argv), command)
+
+    plot.__name__ = name
+    plot.__doc__ = f"``sb3-apo-zoo {name}``: ``rl_zoo3.plots.{name}`` (needs scipy, pytablewriter, seaborn)."
+    return plot
+
+
+#: ``sb3-apo-zoo <command>`` -> launcher.
+COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
+    "train": train,
+    "enjoy": enjoy,
+    "record_video": record_video,
+    "load_from_hub": load_from_hub,
+    "push_to_hub": push_to_hub,
+    "plot_train": _plot_command("plot_train"),
+    "plot_from_file": _plot_command("plot_from_file"),
+    "all_plots": _plot_command("all_plots"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    ``sb3-apo-zoo <command> [arguments]``: one entry point for every launcher (like ``rl_zoo3.cli``).
+
+    :param argv: the command and its arguments; ``None``: ``sys.argv[1:]``
+    :return: the exit status
+    """
+    args = _argv(argv)
+    usage = f"usage: sb3-apo-zoo {{{','.join(COMMANDS)}}} [arguments]"
+    if not args or args[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(usage, file=sys.stderr)
+        print(f"sb3-apo-zoo: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    return COMMANDS[command](rest)

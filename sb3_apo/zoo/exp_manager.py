@@ -1,0 +1,390 @@
+"""
+rl-zoo3's ``ExperimentManager``, with the project's defaults and robust tuning.
+
+:class:`ZooExperimentManager` subclasses rl-zoo3's manager and changes only:
+
+- the default hyperparameter file: the project's ``<algo>.yml`` (shipped in the
+  package) for ``apo``, ``ppo_penalty``, ``spo`` and ``ppo``, rl-zoo3's own for
+  its other algorithms;
+- input checks that end in a :class:`~sb3_apo.zoo.errors.ZooError` (a clear
+  message) instead of a traceback: a missing or malformed YAML file, an
+  environment the file does not list, a storage that cannot be opened, an
+  unknown study or trial;
+- ``--trial-id 0`` loads trial 0 (rl-zoo3 ignores it);
+- hyperparameter optimisation with crash recovery: the storage is opened with a
+  heartbeat (:mod:`sb3_apo.zoo.storage`), each trial records the worker that ran
+  it, an interrupted trial is queued again, and the summary prints the best
+  trial with the keyword arguments it stands for.
+"""
+
+import argparse
+import os
+import pickle
+import socket
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from pprint import pprint
+from typing import Any, ClassVar
+
+import optuna
+import yaml
+from optuna.storages import BaseStorage
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_apo.zoo.errors import ZooError
+from sb3_apo.zoo.registry import default_hyperparams_file
+from sb3_apo.zoo.storage import HeartbeatOptions, describe_storage, fail_stale_trials, open_storage
+
+#: Trial states counted by ``--max-total-trials`` (rl-zoo3's choice: running trials count, so that
+#: workers do not overshoot; a crashed worker's trial stops counting once it is declared dead).
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def worker_name() -> str:
+    """This worker's name in the study (``host:pid``), stored in each trial's ``worker`` user attribute."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def requeue_trial(study: optuna.Study, trial_number: int, max_retry: int) -> bool:
+    """
+    Queue a copy of an interrupted trial (same hyperparameters, state ``WAITING``), the way
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a dead worker's trial.
+
+    :param study: the study
+    :param trial_number: the number of the interrupted trial
+    :param max_retry: how many copies one original trial may have
+    :return: whether a copy was queued
+    """
+    trial = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == trial_number)
+    system_attrs = dict(trial.system_attrs)
+    history = [*system_attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return False
+    system_attrs["failed_trial"] = system_attrs.get("failed_trial", trial.number)
+    system_attrs["retry_history"] = history
+    user_attrs = {key: value for key, value in trial.user_attrs.items() if key != "worker"}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
+    return True
+
+
+class ZooExperimentManager(ExperimentManager):
+    """
+    rl-zoo3's experiment manager with the project's hyperparameter files, clear input
+    errors and crash-tolerant distributed tuning (see the module docstring).
+
+    It takes exactly the arguments of :class:`rl_zoo3.exp_manager.ExperimentManager`.
+
+    :param args: the parsed command line (saved as ``args.yml`` next to the model)
+    :param algo: the ``--algo`` name
+    :param env_id: the environment id
+    :param log_folder: the root of the log folders
+    :param manager_args: the other positional arguments of rl-zoo3's manager
+    :param config: ``-conf``: a hyperparameter file or module; ``None``: the project's file for
+        ``algo`` if there is one, else rl-zoo3's
+    :param trial_id: ``--trial-id``: load this trial's hyperparameters from the study
+    :param manager_kwargs: the other keyword arguments of rl-zoo3's manager
+    """
+
+    #: Crash-recovery settings of tuning workers; the launcher sets them from its command line.
+    heartbeat: ClassVar[HeartbeatOptions] = HeartbeatOptions()
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        algo: str,
+        env_id: str,
+        log_folder: str,
+        *manager_args: Any,
+        config: str | None = None,
+        trial_id: int | None = None,
+        **manager_kwargs: Any,
+    ):
+        if config is None:
+            default_file = default_hyperparams_file(algo)
+            config = None if default_file is None else str(default_file)
+        super().__init__(args, algo, env_id, log_folder, *manager_args, config=config, trial_id=trial_id, **manager_kwargs)
+        if trial_id is not None and not (self.storage and self.study_name):
+            raise ZooError("--trial-id needs the study it belongs to: give --storage and --study-name too.")
+        if self.optimize_hyperparameters and self.storage and not self.study_name:
+            raise ZooError(
+                "--storage needs --study-name: workers join one study by its name, and a study "
+                "without a known name cannot be resumed."
+            )
+        self._tuning_storage: BaseStorage | None = None
+
+    # ------------------------------------------------------------------ hyperparameters
+
+    def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """
+        Read the environment's entry of the hyperparameter file, after checking the file,
+        then apply the ``--trial-id`` trial (also trial 0) and the ``-params`` overrides.
+
+        :return: the hyperparameters, and the sorted copy saved as ``config.yml``
+        """
+        self._check_config()
+        trial_id, self.trial_id = self.trial_id, None
+        try:
+            hyperparams, saved_hyperparams = super().read_hyperparameters()
+        finally:
+            self.trial_id = trial_id
+        if trial_id is not None and self.storage and self.study_name:
+            print(f"Loading the hyperparameters of trial {trial_id} of study {self.study_name!r}")
+            hyperparams.update(self.load_trial(self.storage, self.study_name, trial_id))
+            if self.custom_hyperparams is not None:
+                hyperparams.update(self.custom_hyperparams)
+            saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
+            print("Hyperparameters with the trial's values:")
+            pprint(saved_hyperparams)
+        return hyperparams, saved_hyperparams
+
+    def _check_config(self) -> None:
+        """Check a YAML hyperparameter file and that it has an entry for the environment."""
+        config = self.config
+        if not config.endswith((".yml", ".yaml")):
+            return  # a Python file or module: rl-zoo3 imports it as it is
+        path = Path(config)
+        if not path.is_file():
+            raise ZooError(f"Hyperparameter file {config} not found.")
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            where = ""
+            mark = getattr(error, "problem_mark", None)
+            if mark is not None:
+                where = f" (line {mark.line + 1}, column {mark.column + 1})"
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ZooError(f"Malformed hyperparameter file {config}{where}: {problem}.") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise ZooError(f"Cannot read the hyperparameter file {config}: {error}.") from error
+        if not isinstance(content, dict) or not all(isinstance(entry, dict) for entry in content.values()):
+            raise ZooError(
+                f"Malformed hyperparameter file {config}: it must map each environment id "
+                "(or 'atari' / 'default') to a mapping of hyperparameters."
+            )
+        env_id = self.env_name.gym_id
+        if env_id in content:
+            entry = content[env_id]
+        elif self._is_atari and "atari" in content:
+            entry = content["atari"]
+        elif "default" in content:
+            entry = content["default"]
+        else:
+            listed = ", ".join(sorted(content)) or "none"
+            raise ZooError(
+                f"No hyperparameters for {env_id} in {config} (algo {self.algo}). "
+                f"Environments listed there: {listed}. Add an entry for {env_id} to a copy of "
+                "that file and pass it with -conf, or choose one of the listed environments."
+            )
+        if "n_timesteps" not in entry and self.n_timesteps <= 0:
+            raise ZooError(f"The entry of {env_id} in {config} has no n_timesteps; add one or pass -n.")
+
+    def load_trial(self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True) -> dict[str, Any]:
+        """
+        The hyperparameters of one trial of a stored study.
+
+        :param storage: ``--storage``
+        :param study_name: ``--study-name``
+        :param trial_id: the trial number; ``None``: the best trial
+        :param convert: convert the raw study parameters into keyword arguments
+        :return: the trial's hyperparameters
+        """
+        study = self._load_study(storage, study_name)
+        trials = study.get_trials(deepcopy=False)
+        if trial_id is None:
+            completed = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+            if not completed:
+                raise ZooError(f"Study {study_name!r} has no completed trial yet.")
+            trial = study.best_trial
+        else:
+            numbered = {trial.number: trial for trial in trials}
+            if trial_id not in numbered:
+                known = f"its trials are numbered 0 to {len(trials) - 1}" if trials else "it has no trial yet"
+                raise ZooError(f"Study {study_name!r} has no trial {trial_id}: {known}.")
+            trial = numbered[trial_id]
+        if trial.state != TrialState.COMPLETE:
+            print(f"Warning: trial {trial.number} of study {study_name!r} is {trial.state.name}, not COMPLETE.")
+        if not convert:
+            return dict(trial.params)
+        try:
+            return HYPERPARAMS_CONVERTER[self.algo](trial.params)
+        except KeyError as error:
+            raise ZooError(
+                f"Trial {trial.number} of study {study_name!r} cannot be converted for --algo {self.algo}: "
+                f"its parameters ({', '.join(sorted(trial.params)) or 'none'}) miss {error}. "
+                "Was the study run with another algorithm?"
+            ) from error
+
+    def _load_study(self, storage: str, study_name: str) -> optuna.Study:
+        opened = open_storage(storage)
+        try:
+            return optuna.load_study(study_name=study_name, storage=opened)
+        except KeyError as error:
+            names = optuna.get_all_study_names(opened)
+            known = ", ".join(repr(name) for name in names) or "none"
+            raise ZooError(f"No study named {study_name!r} in {describe_storage(storage)}; studies there: {known}.") from error
+
+    # ------------------------------------------------------------------ tuning
+
+    def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
+        """
+        rl-zoo3's setup; when tuning against a storage, the storage is opened first so that an
+        unreachable one fails before any environment is built.
+
+        :return: the model and its saved hyperparameters, or ``None`` when tuning
+        """
+        if self.optimize_hyperparameters and self.storage is not None:
+            self._tuning_storage = open_storage(self.storage, self.heartbeat)
+        return super().setup_experiment()
+
+    def objective(self, trial: optuna.Trial) -> float:
+        """
+        rl-zoo3's objective; also records the worker, and queues the trial again if the worker
+        is interrupted (Ctrl-C, SIGTERM) in the middle of it.
+
+        :param trial: the Optuna trial
+        :return: the last mean evaluation reward
+        """
+        trial.set_user_attr("worker", worker_name())
+        try:
+            return super().objective(trial)
+        except KeyboardInterrupt:
+            if self.storage is not None and requeue_trial(trial.study, trial.number, self.heartbeat.max_retry):
+                print(f"Trial {trial.number} interrupted: queued again for the next worker.")
+            raise
+
+    def hyperparameters_optimization(self) -> None:
+        """
+        Run this worker's share of the study, then print and save a summary.
+
+        Workers that share ``--storage`` and ``--study-name`` join one study; with
+        ``--max-total-trials`` they stop together once the study has that many
+        complete, pruned or running trials. Ctrl-C or SIGTERM stop the worker after
+        queuing its current trial again.
+        """
+        if self.verbose > 0:
+            print("Optimizing hyperparameters")
+        if self.tensorboard_log is not None:
+            print("Tensorboard log is deactivated when running hyperparameter optimization")
+            self.tensorboard_log = None
+        storage = self._tuning_storage
+        if self.storage is not None and storage is None:
+            storage = open_storage(self.storage, self.heartbeat)
+        sampler = self._create_sampler(self.sampler)
+        pruner = self._create_pruner(self.pruner)
+        if self.verbose > 0:
+            where = "in memory" if self.storage is None else describe_storage(self.storage)
+            print(f"Sampler: {self.sampler} - Pruner: {self.pruner} - Storage: {where} - Worker: {worker_name()}")
+        study = optuna.create_study(
+            sampler=sampler,
+            pruner=pruner,
+            storage=storage,
+            study_name=self.study_name,
+            load_if_exists=True,
+            direction="maximize",
+        )
+        if "command" not in study.user_attrs:
+            study.set_user_attr("command", " ".join(sys.orig_argv))
+            for key in sorted(self._hyperparams):
+                study.set_user_attr(key, str(self._hyperparams[key]))
+        fail_stale_trials(study)
+
+        try:
+            if self.max_total_trials is not None:
+                existing = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+                if existing >= self.max_total_trials:
+                    print(f"The study already has {existing} trials (--max-total-trials {self.max_total_trials}).")
+                else:
+                    study.optimize(
+                        self.objective,
+                        n_jobs=self.n_jobs,
+                        callbacks=[MaxTrialsCallback(self.max_total_trials, states=COUNTED_STATES)],
+                        gc_after_trial=True,
+                    )
+            else:
+                study.optimize(self.objective, n_jobs=self.n_jobs, n_trials=self.n_trials, gc_after_trial=True)
+        except KeyboardInterrupt:
+            print("Interrupted: this worker stops; the study keeps every finished trial.")
+
+        self._summarise(study)
+
+    def _summarise(self, study: optuna.Study) -> None:
+        """Print the study's trial counts and best trial; save the trial table and a picklable copy."""
+        trials = study.get_trials(deepcopy=False)
+        counts = {state.name.lower(): sum(trial.state == state for trial in trials) for state in TrialState}
+        print(f"Number of finished trials: {sum(trial.state.is_finished() for trial in trials)}")
+        print("Trials: " + ", ".join(f"{count} {name}" for name, count in counts.items() if count))
+        completed = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+        if completed:
+            best = study.best_trial
+            print(f"Best trial: {best.number}")
+            print(f"Value: {best.value}")
+            print("Params: ")
+            for key, value in best.params.items():
+                print(f"    {key}: {value}")
+            try:
+                kwargs = HYPERPARAMS_CONVERTER[self.algo](best.params)
+            except KeyError:  # a trial drawn by another sampler: its raw parameters say it all
+                kwargs = {}
+            if kwargs:
+                print("Hyperparameters (model keyword arguments): ")
+                for key, value in kwargs.items():
+                    print(f"    {key}: {value}")
+            print("User Attributes: ")
+            for key, value in best.user_attrs.items():
+                print(f"    {key}: {value}")
+            if self.storage is not None:
+                print(
+                    f"Train with them: --storage {describe_storage(self.storage)} "
+                    f"--study-name {self.study_name} --trial-id {best.number}"
+                )
+        else:
+            print("No trial has completed yet: no best trial.")
+
+        report_name = (
+            f"report_{self.env_name}_{self.n_trials}-trials-{self.n_timesteps}"
+            f"-{self.sampler}-{self.pruner}_{int(time.time())}_{os.getpid()}"
+        )
+        log_path = os.path.join(self.log_folder, self.algo, report_name)
+        if self.verbose:
+            print(f"Writing report to {log_path}")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        study.trials_dataframe().to_csv(f"{log_path}.csv")
+        # A copy in memory: the live study holds a connection to its storage.
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            snapshot = optuna.create_study(study_name=study.study_name, direction=study.direction)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        snapshot.add_trials([trial for trial in trials if trial.state.is_finished()])
+        for key, value in study.user_attrs.items():
+            snapshot.set_user_attr(key, value)
+        with open(f"{log_path}.pkl", "wb") as file:
+            pickle.dump(snapshot, file)
+
+        if self.no_optim_plots or len(completed) < 2:
+            return
+        try:
+            from optuna.visualization import plot_optimization_history, plot_param_importances
+
+            plot_optimization_history(study).write_html(f"{log_path}_history.html")
+            plot_param_importances(study).write_html(f"{log_path}_importances.html")
+            print(f"Plots written to {log_path}_*.html")
+        except ImportError:
+            print("Plots skipped: install plotly to get them (or pass --no-optim-plots).")
+        except (ValueError, RuntimeError) as error:
+            print(f"Plots skipped: {error}")

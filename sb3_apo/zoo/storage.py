@@ -1,0 +1,306 @@
+"""
+Optuna storages for distributed tuning, with crash recovery.
+
+``--storage`` takes either a journal file (a path ending in ``.log``: several
+processes on one machine, or on several machines sharing an NFS folder) or a
+database URL (``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...``:
+workers on several hosts). Both are opened here with a *heartbeat*: every
+running trial records a heartbeat every ``interval`` seconds; a trial whose
+heartbeat is older than ``grace_period`` belongs to a worker that crashed or was
+killed, so the next worker to start a trial marks it ``FAIL`` and queues a copy
+of it (same hyperparameters, state ``WAITING``) that the next free worker runs.
+Completed trials are never touched.
+
+Optuna's :class:`~optuna.storages.RDBStorage` has the heartbeat built in;
+:class:`HeartbeatJournalStorage` adds it to the journal file storage.
+"""
+
+import contextlib
+import importlib.util
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from sb3_apo.zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+#: The trial system attribute where :class:`HeartbeatJournalStorage` records a trial's last heartbeat (Unix time).
+HEARTBEAT_ATTR = "sb3_apo:heartbeat"
+
+#: How many times a database storage is opened again after a transient error while creating its tables
+#: (several workers starting at once on an empty database race to create them).
+RDB_OPEN_ATTEMPTS = 5
+
+StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class HeartbeatOptions:
+    """
+    How workers detect each other's crashes.
+
+    :param interval: seconds between two heartbeats of a running trial; ``0`` switches the
+        heartbeat (and so the recovery of killed trials) off
+    :param grace_period: a running trial whose last heartbeat is older than this many seconds is
+        declared dead; ``None``: three times ``interval``
+    :param max_retry: how many times the hyperparameters of a dead trial are queued again
+    """
+
+    interval: int = 60
+    grace_period: int | None = None
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if self.interval < 0:
+            raise ZooError(f"--heartbeat-interval must be >= 0 seconds, got {self.interval}.")
+        if self.grace_period is not None and self.grace_period <= self.interval:
+            raise ZooError(
+                f"--grace-period ({self.grace_period} s) must be longer than --heartbeat-interval ({self.interval} s)."
+            )
+        if self.max_retry < 0:
+            raise ZooError(f"--max-retry must be >= 0, got {self.max_retry}.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether running trials record a heartbeat."""
+        return self.interval > 0
+
+    @property
+    def effective_grace_period(self) -> int:
+        """The grace period in seconds, with the default filled in."""
+        return self.grace_period if self.grace_period is not None else 3 * self.interval
+
+    def stale_trial_callback(self) -> StaleTrialCallback:
+        """The callback that queues a dead trial's hyperparameters again."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """
+    Optuna's journal storage plus the heartbeat of :class:`~optuna.storages.RDBStorage`.
+
+    A running trial's heartbeat is the Unix time stored in its system attribute
+    :data:`HEARTBEAT_ATTR`. The workers compare it with their own clock, so the
+    workers sharing one journal file should have synchronised clocks (true on one
+    machine; use NTP, or a long ``grace_period``, across NFS).
+
+    :param backend: the journal backend (usually a :class:`~optuna.storages.journal.JournalFileBackend`)
+    :param heartbeat_interval: seconds between two heartbeats of a running trial
+    :param grace_period: seconds without a heartbeat after which a running trial is declared dead
+    :param stale_trial_callback: called with each trial declared dead (after it is set to ``FAIL``)
+    """
+
+    def __init__(
+        self,
+        backend: JournalFileBackend,
+        *,
+        heartbeat_interval: int,
+        grace_period: int,
+        stale_trial_callback: StaleTrialCallback | None = None,
+    ):
+        super().__init__(backend)
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period
+        self._stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """
+        Record that the trial's worker is alive.
+
+        :param trial_id: the storage id of a running trial of this worker
+        """
+        # If the trial already finished (or another worker declared it dead), there is nothing left to keep alive.
+        with contextlib.suppress(UpdateFinishedTrialError):
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """
+        The running trials whose last heartbeat is older than the grace period.
+
+        :param study_id: the storage id of the study
+        :return: their storage ids
+        """
+        deadline = time.time() - self._grace_period
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            last_heartbeat = trial.system_attrs.get(HEARTBEAT_ATTR)
+            # As in RDBStorage, a trial that never recorded a heartbeat is not judged.
+            if isinstance(last_heartbeat, (int, float)) and last_heartbeat < deadline:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        """:return: the seconds between two heartbeats of a running trial"""
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        """:return: the callback called with each trial declared dead"""
+        return self._stale_trial_callback
+
+
+def is_journal(storage: str) -> bool:
+    """
+    Whether ``--storage`` names a journal file rather than a database URL (rl-zoo3's rule).
+
+    :param storage: the value of ``--storage``
+    """
+    return storage.endswith(".log")
+
+
+def describe_storage(storage: str) -> str:
+    """
+    The storage as it may be printed: database passwords are masked.
+
+    :param storage: the value of ``--storage``
+    """
+    if is_journal(storage):
+        return storage
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL carries no password we could find
+        return storage
+
+
+def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None) -> BaseStorage:
+    """
+    Open the storage named by ``--storage``, or explain why it cannot be opened.
+
+    :param storage: a journal file (ending in ``.log``) or a database URL
+    :param heartbeat: the crash-recovery settings of a tuning worker; ``None`` (or a disabled
+        heartbeat) opens the storage without heartbeat, enough for reading a study
+    :return: the storage, ready for ``optuna.create_study`` / ``optuna.load_study``
+    :raises ZooError: if the storage cannot be opened
+    """
+    if heartbeat is not None and not heartbeat.enabled:
+        heartbeat = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        if is_journal(storage):
+            return _open_journal(storage, heartbeat)
+        return _open_rdb(storage, heartbeat)
+
+
+def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None) -> BaseStorage:
+    path = Path(path_name)
+    if path.is_dir():
+        raise ZooError(f"The journal storage {path_name} is a folder; --storage needs a file name ending in .log.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path))
+        if heartbeat is None:
+            return JournalStorage(backend)
+        return HeartbeatJournalStorage(
+            backend,
+            heartbeat_interval=heartbeat.interval,
+            grace_period=heartbeat.effective_grace_period,
+            stale_trial_callback=heartbeat.stale_trial_callback(),
+        )
+    except OSError as error:
+        raise ZooError(f"Cannot open the journal storage {path_name}: {error.strerror or error}.") from error
+    except (ValueError, KeyError) as error:
+        raise ZooError(f"The journal storage {path_name} is not a readable Optuna journal file: {error}.") from error
+
+
+def _open_rdb(url: str, heartbeat: HeartbeatOptions | None) -> BaseStorage:
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    shown = describe_storage(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as error:
+        raise ZooError(
+            f"--storage {url!r} is neither a journal file (a path ending in .log) nor a database URL "
+            "(for example postgresql://user:password@host:5432/optuna or sqlite:///optuna.db)."
+        ) from error
+    parsed = _with_installed_driver(parsed)
+    url = parsed.render_as_string(hide_password=False)
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in parsed.query:
+        # Without a timeout, a firewalled host makes the worker wait for the operating system's TCP timeout.
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    heartbeat_kwargs: dict = {}
+    if heartbeat is not None:
+        heartbeat_kwargs = {
+            "heartbeat_interval": heartbeat.interval,
+            "grace_period": heartbeat.effective_grace_period,
+            "heartbeat_stale_trial_callback": heartbeat.stale_trial_callback(),
+        }
+    for attempt in range(RDB_OPEN_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+        except ImportError as error:
+            raise ZooError(
+                f"Cannot open the database storage {shown}: its driver is not installed ({error.__cause__ or error}). "
+                "For PostgreSQL: pip install psycopg2-binary; for MySQL: pip install pymysql."
+            ) from error
+        except sqlalchemy.exc.NoSuchModuleError as error:
+            raise ZooError(f"Cannot open the database storage {shown}: unknown database dialect ({error}).") from error
+        except sqlalchemy.exc.OperationalError as error:
+            raise ZooError(f"Cannot connect to the database storage {shown}: {_first_line(error.orig or error)}") from error
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            # Workers starting together on an empty database race to create Optuna's tables.
+            if attempt + 1 == RDB_OPEN_ATTEMPTS:
+                raise ZooError(f"Cannot prepare the database storage {shown}: {_first_line(error.orig or error)}") from error
+            time.sleep(0.5 + random.random())
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise ZooError(f"Cannot open the database storage {shown}: {_first_line(error)}") from error
+    raise AssertionError("unreachable")  # the loop either returns or raises
+
+
+#: For a URL without a driver (``postgresql://``): SQLAlchemy's default driver module, and the
+#: installed alternatives to use instead when it is missing.
+_DEFAULT_DRIVERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "postgresql": ("psycopg", (("psycopg2", "psycopg2"), ("pg8000", "pg8000"))),
+    "mysql": ("MySQLdb", (("pymysql", "pymysql"),)),
+}
+
+
+def _with_installed_driver(url: "URL") -> "URL":
+    """
+    Pick an installed driver for a URL that names none: SQLAlchemy 2.1 takes ``psycopg``
+    (version 3) for ``postgresql://``, while many installations have ``psycopg2``.
+    """
+    if url.drivername not in _DEFAULT_DRIVERS:
+        return url
+    default_module, alternatives = _DEFAULT_DRIVERS[url.drivername]
+    if importlib.util.find_spec(default_module) is not None:
+        return url
+    for module, driver in alternatives:
+        if importlib.util.find_spec(module) is not None:
+            return url.set(drivername=f"{url.drivername}+{driver}")
+    return url
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """
+    Declare dead the running trials of crashed workers (and queue their copies) now,
+    instead of waiting for the next trial to start; a no-op without heartbeat.
+
+    :param study: the study to check
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

@@ -1,0 +1,318 @@
+"""
+Distributed tuning through the launcher: two worker processes sharing a journal
+file, then a real PostgreSQL server, ``--trial-id`` reloading a trial, and a
+worker killed in the middle of a trial.
+
+Budgets are tiny (CartPole, one environment, 512 steps per trial).
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+pytest.importorskip("rl_zoo3", reason="the zoo extra (rl_zoo3) is not installed")
+
+from optuna.storages import BaseStorage, JournalStorage  # noqa: E402
+from optuna.storages.journal import JournalFileBackend  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from sb3_apo import APO  # noqa: E402
+from sb3_apo.zoo import cli  # noqa: E402
+from sb3_apo.zoo.hyperparams_opt import convert_ppo_family_params  # noqa: E402
+from sb3_apo.zoo.storage import HEARTBEAT_ATTR, open_storage  # noqa: E402
+
+MAX_TOTAL_TRIALS = 4
+HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
+GRACE_PERIOD = 4.0
+
+
+def tuning_args(storage: str, study_name: str, logs: Path, seed: int, n_timesteps: int = 512) -> list[str]:
+    """A worker's command line: every trial is 512 steps of CartPole in one environment."""
+    return [
+        "--algo",
+        "apo",
+        "--env",
+        "CartPole-v1",
+        "-optimize",
+        "--storage",
+        storage,
+        "--study-name",
+        study_name,
+        "--max-total-trials",
+        str(MAX_TOTAL_TRIALS),
+        "-n",
+        str(n_timesteps),
+        "--n-evaluations",
+        "1",
+        "--eval-episodes",
+        "2",
+        "--num-threads",
+        "1",
+        "-params",
+        "n_envs:1",
+        "--no-optim-plots",
+        "-f",
+        str(logs),
+        "--seed",
+        str(seed),
+        *HEARTBEAT,
+    ]
+
+
+def start_worker(args: list[str], log_file: Path) -> subprocess.Popen:
+    """Start ``python -m sb3_apo.train`` with its output in a file."""
+    output = open(log_file, "w")  # noqa: SIM115  (closed by finish_worker)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sb3_apo.train", *args],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=log_file.parent,
+        env=env,
+    )
+
+
+def finish_worker(process: subprocess.Popen, log_file: Path, timeout: float = 240) -> str:
+    """Wait for a worker; return its output."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is None
+    return log_file.read_text()
+
+
+def load_study(storage: BaseStorage | str, study_name: str) -> optuna.Study:
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def journal(path: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def run_two_workers(storage: str, study_name: str, tmp_path: Path) -> list[str]:
+    """Two workers started together on one study; return their outputs."""
+    logs = tmp_path / "logs"
+    files = [tmp_path / f"worker{index}.txt" for index in range(2)]
+    workers = [start_worker(tuning_args(storage, study_name, logs, seed=index), files[index]) for index in range(2)]
+    outputs = [finish_worker(worker, file) for worker, file in zip(workers, files)]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output
+    return outputs
+
+
+def check_shared_study(study: optuna.Study, outputs: list[str]) -> None:
+    """Both workers joined one study, which ran --max-total-trials trials; each worker reported."""
+    created = sum("A new study created" in output for output in outputs)
+    joined = sum("Using an existing study" in output for output in outputs)
+    assert (created, joined) == (1, 1), outputs
+    trials = study.get_trials(deepcopy=False)
+    finished = [trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # Two workers ending trials at the same instant can each start one more: rl-zoo3's MaxTrialsCallback semantics.
+    assert MAX_TOTAL_TRIALS <= len(finished) <= MAX_TOTAL_TRIALS + 1
+    assert not [trial for trial in trials if trial.state in (TrialState.RUNNING, TrialState.FAIL)]
+    assert all(trial.user_attrs["worker"].endswith(tuple(f":{pid}" for pid in _pids(outputs))) for trial in finished)
+    joined_output = "\n".join(outputs)
+    assert "finished with value" in joined_output  # each trial's result
+    for output in outputs:
+        assert "Best trial:" in output and "Params:" in output and "Hyperparameters (model keyword arguments):" in output
+
+
+def _pids(outputs: list[str]) -> list[str]:
+    pids = []
+    for output in outputs:
+        for line in output.splitlines():
+            if " - Worker: " in line:
+                pids.append(line.rsplit(":", 1)[-1].strip())
+    return pids
+
+
+def check_trial_reload(storage: str, study: optuna.Study, trial_number: int, tmp_path: Path) -> None:
+    """``--trial-id`` trains with exactly the keyword arguments the trial was drawn with."""
+    logs = tmp_path / "reload"
+    args = ["--algo", "apo", "--env", "CartPole-v1", "--storage", storage, "--study-name", study.study_name]
+    args += ["--trial-id", str(trial_number), "-n", "256", "-params", "n_envs:1", "--eval-freq", "-1"]
+    args += ["--num-threads", "1", "-f", str(logs), "--seed", "0"]
+    assert cli.train(args) == 0
+    expected = convert_ppo_family_params(study.trials[trial_number].params)
+    run = logs / "apo" / "CartPole-v1_1"
+    config = yaml.load((run / "CartPole-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    for key, value in expected.items():
+        assert config[key] == value, key
+    model = APO.load(run / "CartPole-v1.zip", device="cpu")
+    assert model.n_steps == expected["n_steps"] and model.batch_size == expected["batch_size"]
+    assert model.anchor_coef == expected["anchor_coef"] and model.anchor_mode == expected["anchor_mode"]
+    assert model.gamma == expected["gamma"] and model.n_epochs == expected["n_epochs"]
+    assert model.policy_kwargs["net_arch"] == expected["policy_kwargs"]["net_arch"]
+
+
+# ---------------------------------------------------------------------------- journal file
+
+
+def test_two_workers_share_a_journal_file_then_trial_id_reloads(tmp_path, capsys):
+    storage = str(tmp_path / "study.log")
+    outputs = run_two_workers(storage, "journal-study", tmp_path)
+    study = load_study(journal(tmp_path / "study.log"), "journal-study")
+    check_shared_study(study, outputs)
+    assert list((tmp_path / "logs" / "apo").glob("report_CartPole-v1_*.csv"))
+    # Trial 0 on purpose: rl-zoo3 itself ignores --trial-id 0.
+    check_trial_reload(storage, study, 0, tmp_path)
+    assert "Loading the hyperparameters of trial 0" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+def _postgres_bin() -> Path | None:
+    for name in ("pg_ctl", "initdb"):
+        if shutil.which(name) is None:
+            break
+    else:
+        initdb = shutil.which("initdb")
+        assert initdb is not None
+        return Path(initdb).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1, started from the system's binaries."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2 is not installed")
+    # The server refuses to run as root: as root, run it as the `postgres` user in a folder it owns.
+    prefix: list[str] = []
+    owner: Any = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    folder = Path(tempfile.mkdtemp(prefix="sb3-apo-pg-"))
+    if owner is not None:
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+    data, port = folder / "data", _free_port()
+
+    def run(*command: str) -> None:
+        result = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study_then_trial_id_reloads(postgres_url, tmp_path, capsys):
+    outputs = run_two_workers(postgres_url, "postgres-study", tmp_path)
+    study = load_study(open_storage(postgres_url), "postgres-study")  # picks the installed driver
+    check_shared_study(study, outputs)
+    best = study.best_trial.number
+    check_trial_reload(postgres_url, study, best, tmp_path)
+    assert f"Loading the hyperparameters of trial {best}" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- a worker killed mid-trial
+
+
+def _wait_for_trial(
+    storage_path: Path, study_name: str, process: subprocess.Popen, *, running: bool, timeout: float = 120
+) -> optuna.trial.FrozenTrial:
+    """
+    Wait until the worker ``process`` has a trial that is running (with all its parameters drawn
+    and a heartbeat recorded) or, with ``running=False``, any trial.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the worker ended early"
+        try:
+            trials = load_study(journal(storage_path), study_name).get_trials(deepcopy=False)
+        except (KeyError, FileNotFoundError):  # the study is not created yet
+            trials = []
+        for trial in trials:
+            if not trial.user_attrs.get("worker", "").endswith(f":{process.pid}"):
+                continue
+            drawn = "anchor_mode" in trial.params and HEARTBEAT_ATTR in trial.system_attrs
+            if not running or (trial.state == TrialState.RUNNING and drawn):
+                return trial
+        time.sleep(0.2)
+    raise AssertionError(f"worker {process.pid} started no trial in {timeout} s")
+
+
+def test_killed_worker_leaves_the_study_usable(tmp_path):
+    storage_path, name, logs = tmp_path / "study.log", "kill-study", tmp_path / "logs"
+    # The victim's trials are long (it is killed in the middle of one), the survivor's are short.
+    victim_log, survivor_log = tmp_path / "victim.txt", tmp_path / "survivor.txt"
+    victim = start_worker(tuning_args(str(storage_path), name, logs, seed=1, n_timesteps=10**7), victim_log)
+    survivor = None
+    try:
+        killed = _wait_for_trial(storage_path, name, victim, running=True)
+        survivor = start_worker(tuning_args(str(storage_path), name, logs, seed=2), survivor_log)
+        _wait_for_trial(storage_path, name, survivor, running=False)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        if survivor is not None and sys.exc_info()[0] is not None:
+            survivor.kill()
+    killed_at = time.time()
+
+    # The other worker goes on and ends normally.
+    survivor_output = finish_worker(survivor, survivor_log)
+    assert survivor.returncode == 0, survivor_output
+    study = load_study(journal(storage_path), name)
+    done_before = {trial.number: trial.value for trial in study.trials if trial.state == TrialState.COMPLETE}
+    assert done_before, survivor_output
+
+    # A restarted worker declares the killed trial dead, runs its copy if nobody did, and completes the study.
+    time.sleep(max(0.0, GRACE_PERIOD + 1 - (time.time() - killed_at)))
+    restarted_log = tmp_path / "restarted.txt"
+    restarted = start_worker(tuning_args(str(storage_path), name, logs, seed=3), restarted_log)
+    restarted_output = finish_worker(restarted, restarted_log)
+    assert restarted.returncode == 0, restarted_output
+
+    trials = load_study(journal(storage_path), name).trials
+    assert trials[killed.number].state == TrialState.FAIL
+    copies = [trial for trial in trials if trial.system_attrs.get("failed_trial") == killed.number]
+    assert len(copies) == 1 and copies[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert copies[0].params == trials[killed.number].params == killed.params
+    finished = [trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == MAX_TOTAL_TRIALS
+    assert not [trial for trial in trials if trial.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert [trial.number for trial in trials if trial.state == TrialState.FAIL] == [killed.number]
+    # No completed trial was lost or changed.
+    for number, value in done_before.items():
+        assert trials[number].state == TrialState.COMPLETE and trials[number].value == value
+    assert "Best trial:" in restarted_output
