@@ -137,15 +137,26 @@ class DiagGaussianMath(DistributionMath):
         normal = distribution.distribution
         return th.cat([normal.loc, normal.scale], dim=-1)
 
+    # Closed forms on the parameters: no torch.distributions objects (and their argument
+    # validation) in the minibatch loop.
     def kl(self, p_params: th.Tensor, q_params: th.Tensor) -> th.Tensor:
-        return th.distributions.kl_divergence(self.normal(p_params), self.normal(q_params)).sum(dim=-1)
+        p_loc, p_scale = p_params.chunk(2, dim=-1)
+        q_loc, q_scale = q_params.chunk(2, dim=-1)
+        variance_ratio = (p_scale / q_scale) ** 2
+        return 0.5 * (variance_ratio + ((p_loc - q_loc) / q_scale) ** 2 - 1.0 - th.log(variance_ratio)).sum(dim=-1)
 
     def anchors(self, old_params, new_params, actions, n_anchor_actions, generator) -> AnchorSet:
-        # Monte Carlo: K anchors a'_k ~ pi_old(.|s); the sampling already weights by pi_old.
-        old, new = self.normal(old_params), self.normal(new_params)
-        noise = th.randn((n_anchor_actions, *old.loc.shape), generator=generator, device=old.loc.device, dtype=old.loc.dtype)
-        anchor_actions = old.loc + old.scale * noise  # (K, batch, action_dim)
-        log_ratio = (new.log_prob(anchor_actions) - old.log_prob(anchor_actions)).sum(dim=-1).T  # (batch, K)
+        # Monte Carlo: K anchors a'_k = mu_old + sigma_old * noise ~ pi_old(.|s); the sampling
+        # already weights by pi_old. In log N(a'; mu, sigma) = -((a' - mu) / sigma)^2 / 2 - log sigma
+        # - log(2 pi) / 2 the constant cancels in the ratio, and under pi_old the first term is -noise^2 / 2.
+        old_loc, old_scale = old_params.chunk(2, dim=-1)
+        new_loc, new_scale = new_params.chunk(2, dim=-1)
+        noise = th.randn((n_anchor_actions, *old_loc.shape), generator=generator, device=old_loc.device, dtype=old_loc.dtype)
+        anchor_actions = old_loc + old_scale * noise  # (K, batch, action_dim)
+        log_ratio_per_dim = (
+            0.5 * noise**2 - 0.5 * ((anchor_actions - new_loc) / new_scale) ** 2 + th.log(old_scale / new_scale)
+        )
+        log_ratio = log_ratio_per_dim.sum(dim=-1).T  # (batch, K)
         weight = th.full_like(log_ratio, 1.0 / n_anchor_actions)
         return AnchorSet(_clamp_log_ratio(log_ratio), weight, th.ones_like(log_ratio, dtype=th.bool))
 
