@@ -17,29 +17,30 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_apo.common.distributions import distribution_math
 
 
-class AnchoredRolloutBufferSamples(NamedTuple):
-    observations: th.Tensor
-    actions: th.Tensor
-    old_values: th.Tensor
-    old_log_prob: th.Tensor
-    advantages: th.Tensor
-    returns: th.Tensor
-    old_distribution_params: th.Tensor
+def extend_samples(name: str, base: type, **fields: type) -> type:
+    """
+    A ``NamedTuple`` type with the fields of ``base`` followed by ``fields``, so that
+    a buffer subclass can add per-sample arrays to SB3's sample types.
+
+    :param name: the name of the new type
+    :param base: a ``NamedTuple`` type, e.g. SB3's ``RolloutBufferSamples``
+    :param fields: the added fields and their types
+    """
+    return NamedTuple(name, [*base.__annotations__.items(), *fields.items()])  # type: ignore[misc]
 
 
-class AnchoredDictRolloutBufferSamples(NamedTuple):
-    observations: dict[str, th.Tensor]
-    actions: th.Tensor
-    old_values: th.Tensor
-    old_log_prob: th.Tensor
-    advantages: th.Tensor
-    returns: th.Tensor
-    old_distribution_params: th.Tensor
+AnchoredRolloutBufferSamples = extend_samples(
+    "AnchoredRolloutBufferSamples", RolloutBufferSamples, old_distribution_params=th.Tensor
+)
+AnchoredDictRolloutBufferSamples = extend_samples(
+    "AnchoredDictRolloutBufferSamples", DictRolloutBufferSamples, old_distribution_params=th.Tensor
+)
 
 
 #: Number of observations per forward pass when filling distribution parameters.

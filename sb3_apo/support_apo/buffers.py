@@ -8,7 +8,7 @@ costs one forward pass of the reference per sample, whatever ``n_epochs``.
 """
 
 from collections.abc import Callable, Generator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -16,29 +16,21 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_apo.common.buffers import AnchoredDictRolloutBuffer, AnchoredRolloutBuffer, DistributionParamsMixin
+from sb3_apo.common.buffers import (
+    AnchoredDictRolloutBuffer,
+    AnchoredDictRolloutBufferSamples,
+    AnchoredRolloutBuffer,
+    AnchoredRolloutBufferSamples,
+    DistributionParamsMixin,
+    extend_samples,
+)
 
-
-class ReferenceRolloutBufferSamples(NamedTuple):
-    observations: th.Tensor
-    actions: th.Tensor
-    old_values: th.Tensor
-    old_log_prob: th.Tensor
-    advantages: th.Tensor
-    returns: th.Tensor
-    old_distribution_params: th.Tensor
-    reference_params: th.Tensor
-
-
-class ReferenceDictRolloutBufferSamples(NamedTuple):
-    observations: dict[str, th.Tensor]
-    actions: th.Tensor
-    old_values: th.Tensor
-    old_log_prob: th.Tensor
-    advantages: th.Tensor
-    returns: th.Tensor
-    old_distribution_params: th.Tensor
-    reference_params: th.Tensor
+ReferenceRolloutBufferSamples = extend_samples(
+    "ReferenceRolloutBufferSamples", AnchoredRolloutBufferSamples, reference_params=th.Tensor
+)
+ReferenceDictRolloutBufferSamples = extend_samples(
+    "ReferenceDictRolloutBufferSamples", AnchoredDictRolloutBufferSamples, reference_params=th.Tensor
+)
 
 
 class ReferenceParamsMixin(DistributionParamsMixin):
