@@ -279,7 +279,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self._anchor_generator.seed()
         self._diagnostics_generator = th.Generator(device=self.device)
         self._diagnostics_generator.seed()
-        super()._setup_model()  # seeds the generator through set_random_seed()
+        super()._setup_model()  # seeds both generators through set_random_seed()
 
         if self.clip_range is not None:
             self.clip_range = FloatSchedule(self.clip_range)
