@@ -302,11 +302,20 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
         complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
-            # The policy has not changed since the rollout: this reproduces pi_old exactly.
-            rollout_buffer.store_distribution_params(
-                lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
-            )
+            self._after_rollout(rollout_buffer)
         return complete
+
+    def _after_rollout(self, rollout_buffer: RolloutBuffer) -> None:
+        """
+        Fill what the buffer keeps besides SB3's arrays, after a complete rollout and
+        before the update; subclasses that keep more extend it.
+
+        :param rollout_buffer: the buffer just filled by the rollout
+        """
+        # The policy has not changed since the rollout: this reproduces pi_old exactly.
+        rollout_buffer.store_distribution_params(  # type: ignore[attr-defined]
+            lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
+        )
 
     # ------------------------------------------------------------------ #
     # What a subclass states

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -305,13 +306,11 @@ class SupportAPO(PPOFamilyAlgorithm):
         state_dicts, torch_variables = super()._get_torch_save_params()
         return [*state_dicts, "reference_policy"], torch_variables
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
-        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        if complete:
-            rollout_buffer.store_reference_params(
-                lambda observations: self.distribution_math.params(self.reference_policy.get_distribution(observations))
-            )
-        return complete
+    def _after_rollout(self, rollout_buffer: RolloutBuffer) -> None:
+        super()._after_rollout(rollout_buffer)
+        rollout_buffer.store_reference_params(  # type: ignore[attr-defined]
+            lambda observations: self.distribution_math.params(self.reference_policy.get_distribution(observations))
+        )
 
     def policy_loss(self, batch: Minibatch) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         return support_apo_loss(
