@@ -174,8 +174,12 @@ def test_set_env(tmp_path):
     model = APO("MlpPolicy", make_vec_env("CartPole-v1", 2), seed=0, **TINY).learn(64)
     model.save(tmp_path / "apo")
     loaded = APO.load(tmp_path / "apo")
-    loaded.set_env(make_vec_env("CartPole-v1", 2))
+    new_env = make_vec_env("CartPole-v1", 2)
+    loaded.set_env(new_env)
     loaded.learn(64)
+    assert loaded.get_env() is new_env
+    assert loaded.num_timesteps == 64
+    assert np.isfinite(loaded.logger.name_to_value["train/kl"])
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)
