@@ -350,6 +350,20 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _code_commit() -> dict[str, Any]:
+    """The git commit of the code that runs (``None`` outside a checkout), and whether it had uncommitted changes."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    status = git("status", "--porcelain", "--", str(source.parent))
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
 def _log_tail(path: Path, n_lines: int = 30) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
@@ -548,6 +562,7 @@ class GridRunner:
                 "threads": self.settings.threads_per_run,
                 "host": {"node": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()},
                 "versions": _versions(),
+                "code": _code_commit(),
                 "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
