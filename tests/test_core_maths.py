@@ -1,6 +1,7 @@
 """The objectives and the distribution maths against hand-computed values."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,9 +9,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import make_proba_distribution
 
+from sb3_apo.apo.parity import parity_anchors
+from sb3_apo.common.adaptive import adapt_penalty_coef
 from sb3_apo.common.distributions import LOG_RATIO_LIMIT, BernoulliMath, CategoricalMath, DiagGaussianMath, distribution_math
 from sb3_apo.common.on_policy import clipped_surrogate
-from sb3_apo.ppo_penalty.ppo_penalty import adapt_kl_coef
 
 
 def generator(seed: int = 0) -> th.Generator:
@@ -109,7 +111,8 @@ def test_parity_mode_weights_the_executed_action_by_its_old_density():
     old_log_prob = th.tensor([0.5, -1.0])
     log_ratio = th.tensor([0.1, -0.2])
     params = th.zeros(2, 2)
-    anchors = DiagGaussianMath(1).parity_anchors(params, params, None, old_log_prob, log_ratio, 2, generator())
+    batch = SimpleNamespace(log_ratio=log_ratio, old_log_prob=old_log_prob, old_params=params, new_params=params)
+    anchors = parity_anchors(DiagGaussianMath(1), batch)
     expected = 0.5 * (old_log_prob.exp() * (log_ratio.exp() - 1) ** 2).mean()
     assert anchors.chi2_penalty().item() == pytest.approx(expected.item())
 
@@ -118,7 +121,8 @@ def test_parity_mode_discrete_draws_only_unsampled_actions():
     old = th.log_softmax(th.randn(64, 5, generator=generator(4)), 1)
     new = th.log_softmax(th.randn(64, 5, generator=generator(5)), 1)
     actions = th.randint(0, 5, (64, 1), generator=generator(6)).float()
-    anchors = CategoricalMath([5]).parity_anchors(old, new, actions, None, None, 3, generator())
+    batch = SimpleNamespace(old_params=old, new_params=new, actions=actions, n_anchor_actions=3, generator=generator())
+    anchors = parity_anchors(CategoricalMath([5]), batch)
     assert anchors.log_ratio.shape == (64, 3)
     # recover each anchor's index from its weight pi_old(a') / K and check it is never the executed one
     p_old = old.exp()
@@ -214,10 +218,10 @@ def test_spo_with_a_clip_schedule_reaching_zero_stays_finite():
     [(0.001, 0.5), (0.0066, 0.5), (0.0067, 1.0), (0.01, 1.0), (0.015, 1.0), (0.0151, 2.0), (1.0, 2.0)],
 )
 def test_adaptive_beta_rule(kl, expected):
-    assert adapt_kl_coef(1.0, kl, kl_target=0.01) == pytest.approx(expected)
+    assert adapt_penalty_coef(1.0, kl, target=0.01) == pytest.approx(expected)
 
 
 def test_adaptive_beta_rule_exposes_tolerance_and_factor():
-    assert adapt_kl_coef(1.0, 0.025, kl_target=0.01, tolerance=3.0, factor=10.0) == 1.0
-    assert adapt_kl_coef(1.0, 0.035, kl_target=0.01, tolerance=3.0, factor=10.0) == 10.0
-    assert adapt_kl_coef(1.0, 0.003, kl_target=0.01, tolerance=3.0, factor=10.0) == pytest.approx(0.1)
+    assert adapt_penalty_coef(1.0, 0.025, target=0.01, tolerance=3.0, factor=10.0) == 1.0
+    assert adapt_penalty_coef(1.0, 0.035, target=0.01, tolerance=3.0, factor=10.0) == 10.0
+    assert adapt_penalty_coef(1.0, 0.003, target=0.01, tolerance=3.0, factor=10.0) == pytest.approx(0.1)

@@ -24,6 +24,7 @@ from sb3_apo.common.on_policy import Minibatch
 from sb3_apo.common.pass_at_k import evaluate_pass_at_k, pass_at_k
 from sb3_apo.envs import MULTI_SOLUTION_ID, MultiSolutionEnv
 from sb3_apo.support_apo import support_apo_loss
+from sb3_apo.support_apo.manifold import top_k_mask
 
 SETTINGS = dict(n_steps=64, batch_size=32, n_epochs=3, seed=7)
 EPS = 0.2
@@ -175,7 +176,7 @@ def test_top_k_at_least_n_keeps_all_but_the_least_likely_action():
     math_ = CategoricalMath([5])
     reference = th.tensor([[0.1, 2.0, -1.0, 0.5, 3.0], [1.0, 0.0, 2.0, -3.0, 0.2]])
     for k in (4, 5, 100):
-        mask = math_.top_k_mask(reference, k)
+        mask = top_k_mask(math_, reference, k)
         assert mask.sum(dim=1).tolist() == [4, 4]
         assert not mask[0, 2] and not mask[1, 3]
     # the diagnostic measures pi(TopK_ref): everything but the least likely reference action

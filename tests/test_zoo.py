@@ -58,7 +58,7 @@ BOX2D = ("LunarLander-v3", "LunarLanderContinuous-v3", "BipedalWalker-v3", "CarR
 ATARI_ENV = "BreakoutNoFrameskip-v4"
 #: Each algorithm's own keys, the only differences allowed between its MuJoCo entries and ppo.yml's.
 OWN_KEYS = {
-    "apo": {"anchor_coef", "n_anchor_actions", "anchor_mode"},
+    "apo": {"anchor_coef", "anchor_target", "anchor_estimator", "n_anchor_actions", "anchor_mode"},
     "ppo_penalty": {"kl_coef", "kl_target", "adaptive_kl"},
     "spo": set(),
     "ppo": set(),

@@ -20,6 +20,9 @@ class UpdateDiagnostics:
     Accumulates the diagnostics over the chunks of a rollout.
 
     - ``kl``: mean exact ``KL(pi_old || pi)`` over the states;
+    - ``anchor_divergence``: mean exact ``1/2 * E_{a' ~ pi_old, a' != a}[(r(a') - 1)^2]`` over the
+      states (:meth:`DistributionMath.exact_anchor_divergence`), the trust region APO's anchors
+      bound and its ``anchor_coef="auto"`` holds near ``anchor_target``;
     - ``ratio_max``, ``ratio_dev``: largest ``r(a|s)`` and mean ``|r(a|s) - 1|`` of the executed actions;
     - ``anchor_ratio_max``, ``anchor_ratio_dev``: the same over anchor actions, the actions that were
       not executed (:meth:`DistributionMath.anchors`: every unsampled action for discrete spaces,
@@ -27,6 +30,7 @@ class UpdateDiagnostics:
     """
 
     kl_sum: float = 0.0
+    anchor_divergence_sum: float = 0.0
     n_states: int = 0
     ratio_max: float = 1.0
     ratio_dev_sum: float = 0.0
@@ -57,6 +61,7 @@ class UpdateDiagnostics:
         :param generator: the random generator anchors are drawn from
         """
         self.kl_sum += math.kl(old_params, new_params).sum().item()
+        self.anchor_divergence_sum += math.exact_anchor_divergence(old_params, new_params, actions).sum().item()
         self.n_states += len(log_ratio)
         ratio = th.exp(log_ratio)
         self.ratio_max = max(self.ratio_max, ratio.max().item())
@@ -72,6 +77,7 @@ class UpdateDiagnostics:
         """The diagnostics by their logger names (without the ``train/`` prefix)."""
         values = {
             "kl": self.kl_sum / max(self.n_states, 1),
+            "anchor_divergence": self.anchor_divergence_sum / max(self.n_states, 1),
             "ratio_max": self.ratio_max,
             "ratio_dev": self.ratio_dev_sum / max(self.n_states, 1),
         }

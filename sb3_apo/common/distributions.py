@@ -9,12 +9,18 @@ policy's distribution, whatever the action space:
 - the exact ``KL(p || q)`` between two such parameter tensors;
 - anchor actions: actions other than the executed one, each with its
   log-ratio ``log pi(a'|s) - log pi_old(a'|s)`` and its weight in the anchor
-  penalty ``1/2 * sum_j w_j * (r_j - 1)^2`` (see :class:`AnchorSet`).
+  penalty ``1/2 * sum_j w_j * (r_j - 1)^2`` (see :class:`AnchorSet`);
+- the exact anchor divergence ``1/2 * E_{a' ~ pi_old, a' != a}[(r(a') - 1)^2]``
+  per state (closed form for Gaussians), which APO's ``anchor_estimator="exact"``
+  minimises and every algorithm logs as ``train/anchor_divergence``.
 
 One class per distribution family implements these; the algorithms never
-branch on the action space.
+branch on the action space. What only one algorithm uses lives next to it:
+the public APO code's "parity" loss in :mod:`sb3_apo.apo.parity`, SupportAPO's
+top-K masses in :mod:`sb3_apo.support_apo.manifold`.
 """
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -28,6 +34,15 @@ from torch.distributions import Normal
 #: before ``exp``: ``exp(20)**2`` is about ``2e17``, far from float32's overflow,
 #: so one far-out anchor can never turn the loss into inf or NaN.
 LOG_RATIO_LIMIT = 20.0
+
+#: The closed-form Gaussian anchor divergence is used as it is while, in every dimension,
+#: the variance ratio ``q = sigma^2 / sigma_old^2`` stays at most ``2 - EXACT_VARIANCE_MARGIN``;
+#: beyond, where the true value grows to infinity at ``q = 2``, its factor ``2 - q`` is continued
+#: by a positive, decreasing exponential (see :meth:`DiagGaussianMath.exact_anchor_divergence`).
+EXACT_VARIANCE_MARGIN = 0.1
+#: ``log E_{pi_old}[r^2]`` above this is continued linearly, so that ``chi2 = E[r^2] - 1``
+#: stays below about ``exp(20) = 5e8`` per unit of excess and its gradient stays finite.
+EXACT_LOG_MOMENT_LIMIT = LOG_RATIO_LIMIT
 
 
 @dataclass(frozen=True)
@@ -49,12 +64,17 @@ class AnchorSet:
     def ratio(self) -> th.Tensor:
         return th.exp(self.log_ratio)
 
+    def penalty_per_state(self) -> th.Tensor:
+        """``1/2 * sum_j w_j(s) * (r_j(s) - 1)^2`` of each state, ``(batch,)``."""
+        return 0.5 * (self.weight * (self.ratio - 1.0) ** 2).sum(dim=1)
+
     def chi2_penalty(self) -> th.Tensor:
         """``mean_s 1/2 * sum_j w_j(s) * (r_j(s) - 1)^2``, a scalar."""
-        return 0.5 * (self.weight * (self.ratio - 1.0) ** 2).sum(dim=1).mean()
+        return self.penalty_per_state().mean()
 
 
-def _clamp_log_ratio(log_ratio: th.Tensor) -> th.Tensor:
+def clamp_log_ratio(log_ratio: th.Tensor) -> th.Tensor:
+    """Clamp log-ratios to ``[-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT]`` before they are exponentiated."""
     return log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
 
 
@@ -83,7 +103,7 @@ class DistributionMath(ABC):
         new_params: th.Tensor,
         actions: th.Tensor,
         n_anchor_actions: int,
-        generator: th.Generator,
+        generator: th.Generator | None,
     ) -> AnchorSet:
         """
         The anchor set of the chi-square penalty, so that ``chi2_penalty()`` is
@@ -93,25 +113,18 @@ class DistributionMath(ABC):
         :param new_params: parameters of ``pi`` (with gradient)
         :param actions: the executed actions, as stored in the rollout buffer
         :param n_anchor_actions: K, for the families that sample anchors
-        :param generator: the random generator used to draw anchors
+        :param generator: the random generator used to draw anchors (unused by the families that draw none)
         """
 
     @abstractmethod
-    def parity_anchors(
-        self,
-        old_params: th.Tensor,
-        new_params: th.Tensor,
-        actions: th.Tensor,
-        old_log_prob: th.Tensor,
-        log_ratio: th.Tensor,
-        n_anchor_actions: int,
-        generator: th.Generator,
-    ) -> AnchorSet:
+    def exact_anchor_divergence(self, old_params: th.Tensor, new_params: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """
-        The anchor set of the public APO code's loss (``anchor_mode="parity"``).
+        The exact ``1/2 * E_{a' ~ pi_old(.|s), a' != a}[(r(a'|s) - 1)^2]`` of each state, ``(batch,)``:
+        half the chi-square divergence ``chi2(pi || pi_old)`` restricted to the unsampled actions.
 
-        :param old_log_prob: ``log pi_old(a|s)`` of the executed actions
-        :param log_ratio: ``log r(a|s)`` of the executed actions (with gradient)
+        :param old_params: parameters of ``pi_old``
+        :param new_params: parameters of ``pi`` (the gradient flows through them)
+        :param actions: the executed actions, as stored in the rollout buffer
         """
 
 
@@ -158,13 +171,28 @@ class DiagGaussianMath(DistributionMath):
         )
         log_ratio = log_ratio_per_dim.sum(dim=-1).T  # (batch, K)
         weight = th.full_like(log_ratio, 1.0 / n_anchor_actions)
-        return AnchorSet(_clamp_log_ratio(log_ratio), weight, th.ones_like(log_ratio, dtype=th.bool))
+        return AnchorSet(clamp_log_ratio(log_ratio), weight, th.ones_like(log_ratio, dtype=th.bool))
 
-    def parity_anchors(self, old_params, new_params, actions, old_log_prob, log_ratio, n_anchor_actions, generator):
-        # The public code penalises the *executed* action, weighted by its old joint density.
-        log_ratio = _clamp_log_ratio(log_ratio).unsqueeze(1)
-        weight = th.exp(old_log_prob).unsqueeze(1)
-        return AnchorSet(log_ratio, weight, th.ones_like(log_ratio, dtype=th.bool))
+    def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
+        # Per dimension, with q = sigma^2 / sigma_old^2 and z = (mu - mu_old) / sigma_old (spec section 6):
+        #   log E_{pi_old}[r^2] = -1/2 log q - 1/2 log(2 - q) + z^2 / (2 - q),   finite only for q < 2.
+        # Past q = 2 - m (m = EXACT_VARIANCE_MARGIN) the factor 2 - q is replaced by m * exp(-(q - 2 + m) / m):
+        # the same value and slope at the joint, positive, decreasing, so the penalty stays finite and keeps
+        # growing with sigma (its gradient points back to pi_old). The arguments of exp are clamped so
+        # that no unused branch can overflow and leak NaN into the gradient.
+        old_loc, old_scale = old_params.chunk(2, dim=-1)
+        new_loc, new_scale = new_params.chunk(2, dim=-1)
+        log_q = 2.0 * (th.log(new_scale) - th.log(old_scale))
+        q = th.exp(log_q)
+        joint = 2.0 - EXACT_VARIANCE_MARGIN
+        excess = (q - joint).clamp(min=0.0)
+        gap = th.where(q <= joint, 2.0 - q, EXACT_VARIANCE_MARGIN * th.exp(-excess / EXACT_VARIANCE_MARGIN))
+        z = (new_loc - old_loc) / old_scale
+        log_moment = (-0.5 * log_q - 0.5 * th.log(gap) + z**2 / gap).sum(dim=-1)
+        # chi2 = E[r^2] - 1, continued linearly in log E[r^2] above EXACT_LOG_MOMENT_LIMIT (value and slope match)
+        capped = log_moment.clamp(max=EXACT_LOG_MOMENT_LIMIT)
+        chi2 = th.expm1(capped) + math.exp(EXACT_LOG_MOMENT_LIMIT) * (log_moment - capped)
+        return 0.5 * chi2
 
 
 class CategoricalMath(DistributionMath):
@@ -209,86 +237,12 @@ class CategoricalMath(DistributionMath):
     def anchors(self, old_params, new_params, actions, n_anchor_actions, generator) -> AnchorSet:
         # Exact expectation over every unsampled action: weight pi_old(a'|s), executed action excluded.
         old_log_probs = self.log_probs(old_params)
-        log_ratio = _clamp_log_ratio(self.log_probs(new_params) - old_log_probs)
+        log_ratio = clamp_log_ratio(self.log_probs(new_params) - old_log_probs)
         executed = self.executed_mask(actions)
         return AnchorSet(log_ratio, old_log_probs.exp().masked_fill(executed, 0.0), ~executed)
 
-    def parity_anchors(self, old_params, new_params, actions, old_log_prob, log_ratio, n_anchor_actions, generator):
-        # The public code: K unsampled actions per sub-space, uniformly at random,
-        # each weighted by pi_old(a'|s) / K.
-        old_log_probs = self.log_probs(old_params)
-        all_log_ratios = _clamp_log_ratio(self.log_probs(new_params) - old_log_probs)
-        executed = self.action_index(actions)  # (batch, n_sub)
-        offsets = th.as_tensor(self.offsets, device=executed.device)
-        n_unsampled = th.as_tensor(self.nvec, device=executed.device) - 1  # per sub-space
-        uniform = th.rand((*executed.shape, n_anchor_actions), generator=generator, device=executed.device)
-        draws = (uniform * n_unsampled.unsqueeze(1)).long()  # in [0, n_i - 2]
-        anchors = draws + offsets.unsqueeze(1)
-        anchors = anchors + (anchors >= executed.unsqueeze(2)).long()  # skip the executed action
-        has_anchor = (n_unsampled > 0).unsqueeze(1).expand_as(anchors)
-        anchors = th.where(has_anchor, anchors, executed.unsqueeze(2)).flatten(1)  # (batch, n_sub * K)
-        mask = has_anchor.flatten(1).expand(len(anchors), -1)
-        weight = old_log_probs.exp().gather(1, anchors) / n_anchor_actions * mask
-        return AnchorSet(all_log_ratios.gather(1, anchors), weight, mask)
-
-    # Sets of actions (the safe manifold of support-anchored APO, spec section 5)
-
-    def top_k_mask(self, params: th.Tensor, k: int) -> th.Tensor:
-        """
-        The ``k`` most probable actions of each sub-space, ``(batch, sum(nvec))``.
-
-        ``k`` is capped at ``n_i - 1`` in a sub-space of ``n_i`` actions, so that
-        the set never holds the whole sub-space (whose mass is always 1). Ties
-        are broken as ``torch.topk`` breaks them.
-
-        :param params: the distribution parameters whose probabilities rank the actions
-        :param k: the number of actions to keep per sub-space (at least 1)
-        :return: ``True`` at the kept actions
-        """
-        masks = []
-        for logits, n in zip(th.split(params, self.nvec, dim=1), self.nvec):
-            mask = th.zeros_like(logits, dtype=th.bool)
-            k_sub = min(int(k), n - 1)
-            if k_sub > 0:  # logits rank the actions as the probabilities do
-                mask.scatter_(1, logits.topk(k_sub, dim=1).indices, True)
-            masks.append(mask)
-        return th.cat(masks, dim=1)
-
-    def log_mass(self, log_probs: th.Tensor, mask: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """
-        The log-probability of a set of actions in each sub-space.
-
-        :param log_probs: ``(batch, sum(nvec))`` log-probabilities, as :meth:`log_probs` returns them
-        :param mask: ``(batch, sum(nvec))``, ``True`` at the actions of the set
-        :return: ``(log_mass, nonempty)``, both ``(batch, len(nvec))``: ``log pi(S_i|s)`` of
-            each sub-space's set ``S_i``, and whether ``S_i`` has an action. Where it has
-            none, ``log_mass`` is a finite placeholder (0) without gradient, never ``-inf``,
-            so that masking it out afterwards cannot leak NaN into a gradient.
-        """
-        log_masses, nonempty = [], []
-        for sub_log_probs, sub_mask in zip(th.split(log_probs, self.nvec, dim=1), th.split(mask, self.nvec, dim=1)):
-            has_action = sub_mask.any(dim=1)
-            keep = sub_mask | ~has_action.unsqueeze(1)  # an empty row keeps everything: finite, replaced below
-            masked = sub_log_probs.masked_fill(~keep, -th.inf)
-            placeholder = th.zeros_like(has_action, dtype=log_probs.dtype)
-            log_masses.append(th.where(has_action, th.logsumexp(masked, dim=1), placeholder))
-            nonempty.append(has_action)
-        return th.stack(log_masses, dim=1), th.stack(nonempty, dim=1)
-
-    def mass_log_ratio(self, old_params: th.Tensor, new_params: th.Tensor, mask: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """
-        ``log(pi(S_i|s) / pi_old(S_i|s))`` of a set of actions in each sub-space,
-        clamped to ``[-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT]``.
-
-        :param old_params: parameters of ``pi_old`` (no gradient)
-        :param new_params: parameters of ``pi`` (with gradient)
-        :param mask: ``(batch, sum(nvec))``, ``True`` at the actions of the set
-        :return: ``(log_ratio, nonempty)``, both ``(batch, len(nvec))``; ``log_ratio`` is 0
-            (without gradient) where the sub-space's set is empty
-        """
-        new_log_mass, nonempty = self.log_mass(self.log_probs(new_params), mask)
-        old_log_mass, _ = self.log_mass(self.log_probs(old_params), mask)
-        return _clamp_log_ratio(new_log_mass - old_log_mass), nonempty
+    def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
+        return self.anchors(old_params, new_params, actions, 1, None).penalty_per_state()  # exact: draws nothing
 
 
 class BernoulliMath(DistributionMath):
@@ -313,12 +267,11 @@ class BernoulliMath(DistributionMath):
     def anchors(self, old_params, new_params, actions, n_anchor_actions, generator) -> AnchorSet:
         flipped = 1.0 - actions.reshape(old_params.shape).to(old_params.dtype)
         old_log_prob = self.log_prob_of(flipped, old_params)
-        log_ratio = _clamp_log_ratio(self.log_prob_of(flipped, new_params) - old_log_prob)
+        log_ratio = clamp_log_ratio(self.log_prob_of(flipped, new_params) - old_log_prob)
         return AnchorSet(log_ratio, old_log_prob.exp(), th.ones_like(log_ratio, dtype=th.bool))
 
-    def parity_anchors(self, old_params, new_params, actions, old_log_prob, log_ratio, n_anchor_actions, generator):
-        # With one unsampled value per bit, the exact sum is what any sampling estimates.
-        return self.anchors(old_params, new_params, actions, n_anchor_actions, generator)
+    def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
+        return self.anchors(old_params, new_params, actions, 1, None).penalty_per_state()  # exact: draws nothing
 
 
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)

@@ -96,19 +96,6 @@ class Minibatch:
         """The chi-square anchor set of APO's penalty (spec section 2)."""
         return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
 
-    @functools.cached_property
-    def parity_anchors(self) -> AnchorSet:
-        """The anchor set of the public APO code's loss (``APO(anchor_mode="parity")``)."""
-        return self.math.parity_anchors(
-            self.old_params,
-            self.new_params,
-            self.actions,
-            self.old_log_prob,
-            self.log_ratio,
-            self.n_anchor_actions,
-            self.generator,
-        )
-
 
 def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
     """PPO-clip: ``-mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``."""
@@ -331,11 +318,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         """
         raise NotImplementedError
 
-    def _after_policy_update(self, rollout_kl: float) -> None:
+    def _after_policy_update(self, diagnostics: dict[str, float]) -> None:
         """
         Called at the end of every ``train()``, for state that adapts to the update.
 
-        :param rollout_kl: mean exact ``KL(pi_old || pi)`` over the whole rollout, with the updated policy
+        :param diagnostics: what :meth:`measure_update` measured on the whole rollout with the updated
+            policy (``kl``: mean exact ``KL(pi_old || pi)``, ``anchor_divergence``, ...)
         """
 
     # ------------------------------------------------------------------ #
@@ -422,7 +410,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 break
 
         diagnostics = self.measure_update()
-        self._after_policy_update(diagnostics["kl"])
+        self._after_policy_update(diagnostics)
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         for name, values_of_term in logs.items():
@@ -445,7 +433,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         How far the update moved the policy from ``pi_old``, measured on the whole
         rollout without gradient (:class:`sb3_apo.common.diagnostics.UpdateDiagnostics`).
 
-        :return: ``kl`` (mean exact ``KL(pi_old || pi)``), ``ratio_max``, ``ratio_dev``,
+        :return: ``kl`` (mean exact ``KL(pi_old || pi)``), ``anchor_divergence`` (mean exact
+            ``1/2 chi2`` over the unsampled actions), ``ratio_max``, ``ratio_dev``,
             ``anchor_ratio_max`` and ``anchor_ratio_dev``
         """
         self.policy.set_training_mode(False)

@@ -6,26 +6,9 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_apo.common.adaptive import adapt_penalty_coef
 from sb3_apo.common.checks import check_range
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
-
-
-def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float, tolerance: float = 1.5, factor: float = 2.0) -> float:
-    """
-    The PPO paper's rule for beta, applied once per policy update.
-
-    :param kl_coef: the current beta
-    :param kl: the measured mean ``KL(pi_old || pi)`` after the update
-    :param kl_target: the target KL ``d_targ``
-    :param tolerance: beta changes only when ``kl`` leaves ``[kl_target / tolerance, kl_target * tolerance]``
-    :param factor: beta is divided (KL too small) or multiplied (KL too large) by this factor
-    :return: the beta of the next update
-    """
-    if kl < kl_target / tolerance:
-        return kl_coef / factor
-    if kl > kl_target * tolerance:
-        return kl_coef * factor
-    return kl_coef
 
 
 class PPOPenalty(PPOFamilyAlgorithm):
@@ -35,7 +18,8 @@ class PPOPenalty(PPOFamilyAlgorithm):
         L = -mean(r * A) + beta * mean_s KL(pi_old(.|s) || pi(.|s))
 
     with the exact KL. With ``adaptive_kl=True`` beta (``model.kl_coef``) is updated
-    after every policy update by :func:`adapt_kl_coef`; it is training state, logged as
+    after every policy update by the paper's rule
+    (:func:`sb3_apo.common.adaptive.adapt_penalty_coef`, from the exact KL over the rollout); it is training state, logged as
     ``train/kl_coef`` and kept by ``save()``/``load()`` and repeated ``learn()`` calls.
     With a ``clip_range`` the surrogate is PPO-clip's ("PPO-clip + KL penalty").
 
@@ -88,7 +72,9 @@ class PPOPenalty(PPOFamilyAlgorithm):
         kl_penalty = batch.kl.mean()
         return surrogate + self.kl_coef * kl_penalty, {"policy_gradient_loss": surrogate, "kl_penalty": kl_penalty}
 
-    def _after_policy_update(self, rollout_kl: float) -> None:
+    def _after_policy_update(self, diagnostics: dict[str, float]) -> None:
         self.logger.record("train/kl_coef", self.kl_coef)  # the beta this update used
         if self.adaptive_kl:
-            self.kl_coef = adapt_kl_coef(self.kl_coef, rollout_kl, self.kl_target, self.kl_tolerance, self.kl_adapt_factor)
+            self.kl_coef = adapt_penalty_coef(
+                self.kl_coef, diagnostics["kl"], self.kl_target, self.kl_tolerance, self.kl_adapt_factor
+            )

@@ -23,6 +23,7 @@ from sb3_apo.common.checks import check_choice, check_range
 from sb3_apo.common.distributions import CategoricalMath
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
+from sb3_apo.support_apo.manifold import log_mass, mass_log_ratio, top_k_mask
 
 #: Where the "KL to the reference" penalty applies: ``"all"`` samples ("standard KL")
 #: or only the ``"negative"`` ones, with ``A < 0`` ("KL on wrong").
@@ -123,10 +124,10 @@ def support_apo_loss(
     loss = surrogate
     terms: dict[str, th.Tensor] = {"policy_gradient_loss": surrogate}
 
-    top = math.top_k_mask(reference_params, top_k)
+    top = top_k_mask(math, reference_params, top_k)
     manifold = top & ~math.executed_mask(batch.actions) if exclude_sampled else top
     with th.set_grad_enabled(pull_coef > 0 and th.is_grad_enabled()):
-        log_ratio, nonempty = math.mass_log_ratio(batch.old_params, batch.new_params, manifold)
+        log_ratio, nonempty = mass_log_ratio(math, batch.old_params, batch.new_params, manifold)
         ratio = th.exp(log_ratio)
         rectified = th.clamp(ratio, max=1.0 + eps) * nonempty  # ratio rectification: no pull beyond 1 + eps
         pull = -(advantages.abs() * negative * rectified.sum(dim=1)).mean()
@@ -143,7 +144,7 @@ def support_apo_loss(
 
     with th.no_grad():
         terms["ref_kl"] = ref_kl.mean()
-        top_log_mass, top_nonempty = math.log_mass(math.log_probs(batch.new_params), top)
+        top_log_mass, top_nonempty = log_mass(math, math.log_probs(batch.new_params), top)
         terms["safe_mass"] = (top_log_mass.exp() * top_nonempty).sum() / top_nonempty.sum().clamp(min=1)
         pulled = negative.unsqueeze(1) & nonempty
         terms["safe_ratio"] = (ratio * pulled).sum() / pulled.sum().clamp(min=1)

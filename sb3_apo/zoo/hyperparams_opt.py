@@ -12,7 +12,9 @@ and ``gamma`` / ``gae_lambda`` as ``one_minus_*``, and the sampled
 Every algorithm shares the PPO-family parameters of rl-zoo3's PPO sampler
 (:func:`sample_ppo_family_params`) and adds its own:
 
-- ``apo``: ``anchor_coef``, ``n_anchor_actions``, ``anchor_mode``;
+- ``apo``: ``anchor_mode``, ``n_anchor_actions``, ``anchor_estimator`` (chi2 mode only), and either a
+  fixed ``anchor_coef`` or an adaptive one (``adaptive_anchor_coef=True``: ``anchor_coef="auto"``
+  holding ``anchor_target``);
 - ``ppo_penalty``: ``kl_target`` and the initial ``kl_coef`` (no ``clip_range``:
   the paper's pure KL penalty; fix one with ``-params clip_range:0.2``);
 - ``spo``: ``clip_range``, which is SPO's ``eps``;
@@ -102,6 +104,8 @@ def convert_ppo_family_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         policy_kwargs["activation_fn"] = ACTIVATIONS[hyperparams.pop("activation_fn")]
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
+    if hyperparams.pop("adaptive_anchor_coef", False):  # APO: the stored flag of anchor_coef="auto"
+        hyperparams["anchor_coef"] = "auto"
     return hyperparams
 
 
@@ -116,9 +120,17 @@ def sample_apo_params(trial: "optuna.Trial", n_actions: int, n_envs: int, additi
     :return: APO's keyword arguments
     """
     params = sample_ppo_family_params(trial, n_envs)
-    params["anchor_coef"] = trial.suggest_float("anchor_coef", 0.01, 10.0, log=True)
-    params["n_anchor_actions"] = trial.suggest_categorical("n_anchor_actions", [1, 2, 4, 8])
     params["anchor_mode"] = trial.suggest_categorical("anchor_mode", ["chi2", "parity"])
+    params["n_anchor_actions"] = trial.suggest_categorical("n_anchor_actions", [1, 2, 4, 8])
+    if params["anchor_mode"] == "chi2":  # the parity loss has no exact form
+        params["anchor_estimator"] = trial.suggest_categorical("anchor_estimator", ["sample", "exact"])
+    # A fixed coefficient, or one adapted to hold the anchor divergence per update near a target;
+    # stored as a flag and a float, since one Optuna parameter cannot be both a number and "auto".
+    params["adaptive_anchor_coef"] = trial.suggest_categorical("adaptive_anchor_coef", [False, True])
+    if params["adaptive_anchor_coef"]:
+        params["anchor_target"] = trial.suggest_float("anchor_target", 3e-4, 3e-2, log=True)
+    else:
+        params["anchor_coef"] = trial.suggest_float("anchor_coef", 0.01, 10.0, log=True)
     return convert_ppo_family_params(params)
 
 
