@@ -92,6 +92,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bc-steps", type=int, default=1500, help="behaviour-cloning steps of the reference")
     parser.add_argument("--reference-seed", type=int, default=0, help="seed of the reference's pretraining")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="rebuild summary.csv/.md and the plots from OUT/curves.csv and OUT/config.json, without training",
+    )
     args = parser.parse_args(argv)
     budget = BUDGETS["tiny" if args.tiny else "full"]
     for name, value in budget.items():
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def summarise(curves: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The reference (timestep 0) and the last evaluation of every variant: mean and std over seeds."""
+    """The reference (timestep 0) and the last evaluation of every variant: mean and sample std (ddof=1) over seeds."""
     metrics = ["pass@1", f"pass@{k}", "distinct_solutions"]
     last = curves[curves["timesteps"] == curves["timesteps"].max()]
     first = curves[(curves["timesteps"] == 0) & (curves["variant"] == curves["variant"].iloc[0])].assign(variant="reference")
@@ -231,7 +236,7 @@ def summarise(curves: pd.DataFrame, k: int) -> pd.DataFrame:
         for metric in [*metrics, "safe_mass", "ref_kl", "entropy"]:
             if metric in group and group[metric].notna().any():
                 row[metric] = group[metric].mean()
-                row[f"{metric}_std"] = group[metric].std(ddof=0)
+                row[f"{metric}_std"] = group[metric].std(ddof=1) if len(group) > 1 else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -327,18 +332,24 @@ def plot_tradeoff(curves: pd.DataFrame, k: int, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the experiment and write its outputs; returns the summary table."""
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    config = {name: (str(value) if isinstance(value, Path) else value) for name, value in vars(args).items()}
-    config.update(ppo_kwargs=PPO_KWARGS, n_envs=N_ENVS, variants_kwargs={v: VARIANTS[v] for v in args.variants})
-    (args.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-    curves = run(args)
-    curves.to_csv(args.out / "curves.csv", index=False)
+    if args.summarise_only:  # the run's own settings, as config.json recorded them
+        recorded = json.loads((args.out / "config.json").read_text())
+        for name in ("seeds", "n_samples", "k", "timesteps", "bc_steps"):
+            setattr(args, name, recorded[name])
+        curves = pd.read_csv(args.out / "curves.csv")
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        config = {name: (str(value) if isinstance(value, Path) else value) for name, value in vars(args).items()}
+        config.update(ppo_kwargs=PPO_KWARGS, n_envs=N_ENVS, variants_kwargs={v: VARIANTS[v] for v in args.variants})
+        (args.out / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        curves = run(args)
+        curves.to_csv(args.out / "curves.csv", index=False)
     summary = summarise(curves, args.k)
     summary.to_csv(args.out / "summary.csv", index=False)
     table = markdown_table(summary, args.k, args.timesteps)
     (args.out / "summary.md").write_text(
         f"# Fine-tuning a diverse reference on {MULTI_SOLUTION_ID}\n\n"
-        f"Mean ± std over seeds {args.seeds}; n = {args.n_samples} attempts per problem; "
+        f"Mean ± sample std (ddof=1) over seeds {args.seeds}; n = {args.n_samples} attempts per problem; "
         f"{MultiSolutionEnv().n_problems} train and {MultiSolutionEnv(split='test').n_problems} test problems; "
         f"{args.timesteps} fine-tuning steps from a reference cloned for {args.bc_steps} steps; "
         f"safe_mass, ref_kl and entropy are the last update's training logs.\n\n{table}"
