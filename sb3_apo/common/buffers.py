@@ -101,7 +101,7 @@ class DistributionParamsMixin:
 
     def store_proximal_policy(
         self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
-    ) -> None:
+    ) -> float:
         """
         Make the learner's current policy ``pi_prox`` the old policy of the update of
         a rollout that an older policy ``pi_b`` collected: store the truncated importance
@@ -112,20 +112,25 @@ class DistributionParamsMixin:
             ``pi_prox``'s ``(batch, param_dim)`` distribution parameters and ``(batch,)``
             log-probabilities of the actions; called without gradient, in chunks
         :param importance_weight_max: ``c``, the truncation of the importance weights
+        :return: the fraction of samples whose weight was truncated (``pi_prox / pi_b > c``)
         """
         n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
         params = self.distribution_params.reshape(n_samples, -1)
         log_probs = self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
         weights = self.importance_weights.reshape(n_samples)
+        n_truncated = 0
         with th.no_grad():
             for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
                 chunk = slice(start, start + PARAMS_CHUNK_SIZE)
                 actions = self.to_torch(self.actions.reshape(n_samples, -1)[chunk])  # type: ignore[attr-defined]
                 prox_params, prox_log_prob = evaluate(self._observations_chunk(chunk), actions)
                 prox_log_prob = prox_log_prob.cpu().numpy()
-                weights[chunk] = np.minimum(np.exp(prox_log_prob - log_probs[chunk]), importance_weight_max)
+                ratio = np.exp(prox_log_prob - log_probs[chunk])
+                n_truncated += int((ratio > importance_weight_max).sum())
+                weights[chunk] = np.minimum(ratio, importance_weight_max)
                 log_probs[chunk] = prox_log_prob
                 params[chunk] = prox_params.cpu().numpy()
+        return n_truncated / n_samples
 
     def _fill_from_observations(self, array: np.ndarray, params_fn: Callable[[Any], th.Tensor]) -> None:
         """Write ``params_fn(observations)`` into ``array`` (``(n_steps, n_envs, dim)``), chunk by chunk."""

@@ -397,6 +397,10 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         rollout = self._rollout_actor.receive_rollout()
         learner_idle_s = time.perf_counter() - waited
 
+        vec_normalize = self.get_vec_normalize_env()
+        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
+            # The actor's statistics, which normalised the rollout: what the callbacks sync and save
+            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
         callback.on_rollout_start()
         for n_steps, step in enumerate(rollout.steps):
             self.num_timesteps += env.num_envs
@@ -406,18 +410,17 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             self._update_info_buffer(step.infos, step.dones)
         self._fill_buffer(rollout_buffer, rollout)
         self._last_obs, self._last_episode_starts = rollout.last_obs, rollout.last_episode_starts
-        vec_normalize = self.get_vec_normalize_env()
-        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
-            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
 
         policy_lag = self._policy_version - rollout.policy_version
         assert 0 <= policy_lag <= self.max_policy_lag
-        if policy_lag > 0:  # with no lag pi_prox is pi_b, and w = 1 exactly
-            rollout_buffer.store_proximal_policy(self._evaluate_proximal, self.importance_weight_max)  # type: ignore[attr-defined]
-        weights = rollout_buffer.importance_weights  # type: ignore[attr-defined]
+        truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
+        if policy_lag > 0:
+            truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
+                self._evaluate_proximal, self.importance_weight_max
+            )
         self.logger.record("async/policy_lag", policy_lag)
-        self.logger.record("async/is_weight_mean", float(weights.mean()))
-        self.logger.record("async/is_truncated_fraction", float((weights >= self.importance_weight_max).mean()))
+        self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
+        self.logger.record("async/is_truncated_fraction", truncated_fraction)
         self.logger.record("async/learner_idle_s", learner_idle_s)
         self.logger.record("async/actor_idle_s", rollout.actor_idle_s)
         self.logger.record("async/actor_collect_s", rollout.collect_s)
