@@ -125,9 +125,7 @@ def test_the_weights_multiply_the_policy_gradient_term():
     expected = -np.mean(model.rollout_buffer.importance_weights.flatten() * advantages)
     assert model.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(expected, rel=1e-5)
     unweighted = trained_after_one_update(True, np.ones_like(weights), **settings)
-    assert unweighted.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(
-        -np.mean(advantages), rel=1e-5
-    )
+    assert unweighted.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(-np.mean(advantages), rel=1e-5)
 
 
 class RecordsLogs(BaseCallback):
