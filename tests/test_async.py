@@ -17,6 +17,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
+from sb3_apo.common.async_rollouts import vtrace
 from sb3_apo.common.buffers import AnchoredRolloutBuffer
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
@@ -128,6 +129,37 @@ def test_the_weights_multiply_the_policy_gradient_term():
     assert unweighted.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(-np.mean(advantages), rel=1e-5)
 
 
+def test_vtrace_with_hand_computed_values():
+    gamma, gae_lambda = 0.5, 1.0
+    rewards, values = np.array([[1.0], [2.0]]), np.array([[0.5], [1.0]])
+    last_values, dones, ratios = np.array([2.0]), np.array([False]), np.array([[2.0], [0.5]])
+    advantages, returns = vtrace(rewards, values, np.array([[1.0], [0.0]]), last_values, dones, ratios, gamma, gae_lambda)
+    # t = 1: delta = 2 + 0.5 * 2 - 1 = 2, advantage 2, vs = min(1, 0.5) * 2 = 1, target 1 + 1 = 2
+    # t = 0: delta = 1 + 0.5 * 1 - 0.5 = 1, advantage 1 + 0.5 * 1 = 1.5, vs = min(1, 2) * 1.5, target 0.5 + 1.5 = 2
+    np.testing.assert_allclose(advantages, [[1.5], [2.0]])
+    np.testing.assert_allclose(returns, [[2.0], [2.0]])
+    # An episode starts at t = 1: nothing flows back to t = 0 (delta = 1 - 0.5, target 0.5 + 0.5)
+    advantages, returns = vtrace(rewards, values, np.array([[1.0], [1.0]]), last_values, dones, ratios, gamma, gae_lambda)
+    np.testing.assert_allclose(advantages[0], [0.5])
+    np.testing.assert_allclose(returns[0], [1.0])
+
+
+def test_vtrace_without_lag_is_gae():
+    rng = np.random.default_rng(0)
+    buffer = AnchoredRolloutBuffer(16, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,)), n_envs=3, gae_lambda=0.9)
+    buffer.reset()
+    buffer.rewards[...] = rng.normal(size=(16, 3))
+    buffer.values[...] = rng.normal(size=(16, 3))
+    buffer.episode_starts[...] = rng.random((16, 3)) < 0.2
+    last_values, dones = rng.normal(size=3).astype(np.float32), np.array([True, False, False])
+    buffer.compute_returns_and_advantage(th.as_tensor(last_values), dones)
+    advantages, returns = vtrace(
+        buffer.rewards, buffer.values, buffer.episode_starts, last_values, dones, np.ones((16, 3)), 0.99, 0.9
+    )
+    np.testing.assert_allclose(advantages, buffer.advantages, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(returns, buffer.returns, rtol=1e-6, atol=1e-6)
+
+
 class RecordsLogs(BaseCallback):
     """Keeps every value the rollouts log under ``async/``, and counts the callback calls."""
 
@@ -171,6 +203,7 @@ def test_with_the_lag_forced_to_zero_async_training_is_synchronous_training():
         (SPO, "Pendulum-v1", {}),
         (SupportAPO, "CartPole-v1", {}),
         (APO, "CartPole-v1", {"max_policy_lag": 2, "importance_weight_max": 2.0}),
+        (APO, "Pendulum-v1", {"value_targets": "vtrace", "use_sde": True}),
     ],
 )
 def test_every_algorithm_trains_with_bounded_lag(cls, env_id, kwargs):
@@ -243,6 +276,7 @@ def test_subproc_vec_env_inside_the_actor():
         ("max_policy_lag", -1, "max_policy_lag"),
         ("max_policy_lag", 1.5, "max_policy_lag"),
         ("importance_weight_max", 0.0, "importance_weight_max"),
+        ("value_targets", "retrace", "`value_targets` must be one of 'gae', 'vtrace'"),
     ],
 )
 def test_bad_async_settings_are_refused(name, value, message):

@@ -25,13 +25,20 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from sb3_apo.common.async_rollouts import BUFFER_ARRAYS, ForkedRolloutActor, Rollout, RolloutActor, policy_weights
+from sb3_apo.common.async_rollouts import (
+    BUFFER_ARRAYS,
+    ForkedRolloutActor,
+    Rollout,
+    RolloutActor,
+    policy_weights,
+    vtrace,
+)
 from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
-from sb3_apo.common.checks import check_range
+from sb3_apo.common.checks import check_choice, check_range
 from sb3_apo.common.diagnostics import UpdateDiagnostics
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -160,6 +167,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
+    :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
+        ``"gae"``, GAE from the values recorded by the actor; ``"vtrace"``, V-trace from the learner's values
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
@@ -205,6 +214,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         async_rollouts: bool = False,
         max_policy_lag: int = 1,
         importance_weight_max: float = 1.0,
+        value_targets: str = "gae",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -229,6 +239,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
         check_range("max_policy_lag", max_policy_lag, 0, integer=True)
         check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
+        check_choice("value_targets", value_targets, ("gae", "vtrace"))
         if not isinstance(async_rollouts, bool):
             raise ValueError(f"`async_rollouts` must be True or False, got {async_rollouts!r}.")
         if async_rollouts and "fork" not in mp.get_all_start_methods():
@@ -272,6 +283,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self.async_rollouts = async_rollouts
         self.max_policy_lag = max_policy_lag
         self.importance_weight_max = importance_weight_max
+        self.value_targets = value_targets
         self._rollout_actor: RolloutActor | None = None
         self._rollout_env_stale = False  # an actor moved the env on: the next one resets it
         self._policy_version = 0  # updates since the actor started
@@ -415,9 +427,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         assert 0 <= policy_lag <= self.max_policy_lag
         truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
         if policy_lag > 0:
+            behaviour_log_probs = rollout_buffer.log_probs.copy()
             truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
                 self._evaluate_proximal, self.importance_weight_max
             )
+            if self.value_targets == "vtrace":
+                self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
         self.logger.record("async/policy_lag", policy_lag)
         self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
         self.logger.record("async/is_truncated_fraction", truncated_fraction)
@@ -440,6 +455,22 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             else:
                 target[...] = source
         rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
+
+    def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
+        """Replace the actor's values, returns and advantages by V-trace's, from the learner's value function."""
+        rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
+        with th.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.advantages, rollout_buffer.returns = vtrace(
+            rollout_buffer.rewards,
+            rollout_buffer.values,
+            rollout_buffer.episode_starts,
+            last_values.cpu().numpy().flatten(),
+            rollout.last_episode_starts,
+            ratios,
+            self.gamma,
+            self.gae_lambda,
+        )
 
     def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
