@@ -7,9 +7,7 @@ SB3's ``collect_rollouts`` does not store distribution parameters. The
 algorithm records them from the rollout's own forward pass, step by step
 (:meth:`DistributionParamsMixin.record_distribution_params`), so they are the
 very distribution the stored actions and log-probabilities were drawn from,
-also under ``VecNormalize`` and gSDE. A buffer filled some other way can fill
-them afterwards with one chunked, gradient-free pass over the stored
-observations (:meth:`DistributionParamsMixin.store_distribution_params`).
+also under ``VecNormalize`` and gSDE, at no extra cost.
 
 With asynchronous rollouts the data was collected by an older policy ``pi_b``;
 :meth:`DistributionParamsMixin.store_proximal_policy` replaces ``pi_b`` by the
@@ -88,16 +86,6 @@ class DistributionParamsMixin:
             observations of this step, from the forward pass that drew the actions
         """
         self.distribution_params[self.pos] = params.detach().cpu().numpy()  # type: ignore[attr-defined]
-
-    def store_distribution_params(self, params_fn: Callable[[Any], th.Tensor]) -> None:
-        """
-        Fill ``distribution_params`` from the stored observations.
-
-        :param params_fn: maps a batch of observations (as tensors) to the
-            ``(batch, param_dim)`` parameters of the policy's distribution;
-            called without gradient, in chunks of ``PARAMS_CHUNK_SIZE``
-        """
-        self._fill_from_observations(self.distribution_params, params_fn)
 
     def store_proximal_policy(
         self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
