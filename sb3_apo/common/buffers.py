@@ -3,11 +3,16 @@ Rollout buffers that also keep the parameters of the distribution that
 collected the data (``pi_old``), so that exact KL divergences and anchor
 actions need no second copy of the network.
 
-SB3's ``collect_rollouts`` does not store distribution parameters. They are
-filled in after the rollout by one chunked, gradient-free pass of the
-unchanged policy over the stored observations (see
-:meth:`DistributionParamsMixin.store_distribution_params`), which reproduces
-the stored log-probabilities, also under ``VecNormalize``.
+SB3's ``collect_rollouts`` does not store distribution parameters. The
+algorithm records them from the rollout's own forward pass, step by step
+(:meth:`DistributionParamsMixin.record_distribution_params`), so they are the
+very distribution the stored actions and log-probabilities were drawn from,
+also under ``VecNormalize`` and gSDE, at no extra cost.
+
+With asynchronous rollouts the data was collected by an older policy ``pi_b``;
+:meth:`DistributionParamsMixin.store_proximal_policy` replaces ``pi_b`` by the
+learner's policy ``pi_prox`` and keeps the truncated importance weights
+``min(pi_prox / pi_b, c)`` per sample (see ``docs/async.md``).
 """
 
 from collections.abc import Callable, Generator
@@ -36,10 +41,16 @@ def extend_samples(name: str, base: type, **fields: type) -> type:
 
 
 AnchoredRolloutBufferSamples = extend_samples(
-    "AnchoredRolloutBufferSamples", RolloutBufferSamples, old_distribution_params=th.Tensor
+    "AnchoredRolloutBufferSamples",
+    RolloutBufferSamples,
+    old_distribution_params=th.Tensor,
+    importance_weights=th.Tensor,
 )
 AnchoredDictRolloutBufferSamples = extend_samples(
-    "AnchoredDictRolloutBufferSamples", DictRolloutBufferSamples, old_distribution_params=th.Tensor
+    "AnchoredDictRolloutBufferSamples",
+    DictRolloutBufferSamples,
+    old_distribution_params=th.Tensor,
+    importance_weights=th.Tensor,
 )
 
 
@@ -49,27 +60,65 @@ PARAMS_CHUNK_SIZE = 4096
 
 class DistributionParamsMixin:
     """
-    Adds the array ``distribution_params`` of shape ``(n_steps, n_envs, param_dim)``
-    to an SB3 rollout buffer, and the field ``old_distribution_params`` to its samples.
+    Adds the arrays ``distribution_params`` of shape ``(n_steps, n_envs, param_dim)``
+    and ``importance_weights`` of shape ``(n_steps, n_envs)`` to an SB3 rollout
+    buffer, and the fields ``old_distribution_params`` and ``importance_weights``
+    to its samples. The importance weights are 1 unless
+    :meth:`store_proximal_policy` set them.
     """
 
     distribution_params: np.ndarray
+    importance_weights: np.ndarray
     _samples_class: type
 
     def reset(self) -> None:
         super().reset()  # type: ignore[misc]
         param_dim = distribution_math(self.action_space).param_dim  # type: ignore[attr-defined]
         self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)  # type: ignore[attr-defined]
+        self.importance_weights = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)  # type: ignore[attr-defined]
 
-    def store_distribution_params(self, params_fn: Callable[[Any], th.Tensor]) -> None:
+    def record_distribution_params(self, params: th.Tensor) -> None:
         """
-        Fill ``distribution_params`` from the stored observations.
+        Record the ``(n_envs, param_dim)`` parameters of the distribution that acts at
+        the step about to be added (the one at position ``pos``).
 
-        :param params_fn: maps a batch of observations (as tensors) to the
-            ``(batch, param_dim)`` parameters of the policy's distribution;
-            called without gradient, in chunks of ``PARAMS_CHUNK_SIZE``
+        :param params: the parameters of the behaviour policy's distribution on the
+            observations of this step, from the forward pass that drew the actions
         """
-        self._fill_from_observations(self.distribution_params, params_fn)
+        self.distribution_params[self.pos] = params.detach().cpu().numpy()  # type: ignore[attr-defined]
+
+    def store_proximal_policy(
+        self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
+    ) -> float:
+        """
+        Make the learner's current policy ``pi_prox`` the old policy of the update of
+        a rollout that an older policy ``pi_b`` collected: store the truncated importance
+        weights ``w = min(pi_prox(a|s) / pi_b(a|s), importance_weight_max)``, then
+        replace ``pi_b``'s log-probabilities and distribution parameters by ``pi_prox``'s.
+
+        :param evaluate: maps a batch of observations and stored actions (as tensors) to
+            ``pi_prox``'s ``(batch, param_dim)`` distribution parameters and ``(batch,)``
+            log-probabilities of the actions; called without gradient, in chunks
+        :param importance_weight_max: ``c``, the truncation of the importance weights
+        :return: the fraction of samples whose weight was truncated (``pi_prox / pi_b > c``)
+        """
+        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        params = self.distribution_params.reshape(n_samples, -1)
+        log_probs = self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
+        weights = self.importance_weights.reshape(n_samples)
+        n_truncated = 0
+        with th.no_grad():
+            for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
+                chunk = slice(start, start + PARAMS_CHUNK_SIZE)
+                actions = self.to_torch(self.actions.reshape(n_samples, -1)[chunk])  # type: ignore[attr-defined]
+                prox_params, prox_log_prob = evaluate(self._observations_chunk(chunk), actions)
+                prox_log_prob = prox_log_prob.cpu().numpy()
+                ratio = np.exp(prox_log_prob - log_probs[chunk])
+                n_truncated += int((ratio > importance_weight_max).sum())
+                weights[chunk] = np.minimum(ratio, importance_weight_max)
+                log_probs[chunk] = prox_log_prob
+                params[chunk] = prox_params.cpu().numpy()
+        return n_truncated / n_samples
 
     def _fill_from_observations(self, array: np.ndarray, params_fn: Callable[[Any], th.Tensor]) -> None:
         """Write ``params_fn(observations)`` into ``array`` (``(n_steps, n_envs, dim)``), chunk by chunk."""
@@ -91,6 +140,7 @@ class DistributionParamsMixin:
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         if not self.generator_ready:  # type: ignore[attr-defined]
             self.distribution_params = self.swap_and_flatten(self.distribution_params)  # type: ignore[attr-defined]
+            self.importance_weights = self.swap_and_flatten(self.importance_weights)  # type: ignore[attr-defined]
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def get_in_order(self, batch_size: int) -> Generator[Any, None, None]:
@@ -105,7 +155,11 @@ class DistributionParamsMixin:
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
         samples = super()._get_samples(batch_inds, env)  # type: ignore[misc]
-        return self._samples_class(*samples, self.to_torch(self.distribution_params[batch_inds]))  # type: ignore[attr-defined]
+        return self._samples_class(  # type: ignore[attr-defined]
+            *samples,
+            self.to_torch(self.distribution_params[batch_inds]),  # type: ignore[attr-defined]
+            self.to_torch(self.importance_weights[batch_inds].flatten()),  # type: ignore[attr-defined]
+        )
 
 
 class AnchoredRolloutBuffer(DistributionParamsMixin, RolloutBuffer):

@@ -10,6 +10,8 @@ own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 """
 
 import functools
+import multiprocessing as mp
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -18,16 +20,25 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from sb3_apo.common.async_rollouts import (
+    BUFFER_ARRAYS,
+    ForkedRolloutActor,
+    Rollout,
+    RolloutActor,
+    policy_weights,
+    vtrace,
+)
 from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
-from sb3_apo.common.checks import check_range
+from sb3_apo.common.checks import check_choice, check_range
 from sb3_apo.common.diagnostics import UpdateDiagnostics
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -67,6 +78,10 @@ class Minibatch:
     :param generator: the random generator anchors are drawn from
     :param samples: the rollout buffer's samples of this minibatch, for objectives that
         need more of them (e.g. a buffer subclass's extra fields)
+    :param importance_weights: with asynchronous rollouts, the truncated importance weights
+        ``w = min(pi_prox(a|s) / pi_b(a|s), c)`` of the samples; ``advantages`` already
+        carries them (it is ``w * A``), so that every advantage-weighted term of every
+        objective is weighted once. ``None`` for synchronous rollouts (``w = 1``)
     """
 
     advantages: th.Tensor
@@ -81,6 +96,7 @@ class Minibatch:
     n_anchor_actions: int
     generator: th.Generator
     samples: Any
+    importance_weights: th.Tensor | None = None
 
     @functools.cached_property
     def new_params(self) -> th.Tensor:
@@ -132,6 +148,14 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     :param target_kl: Stop the epochs of an update early when the approximate KL exceeds ``1.5 * target_kl``
     :param n_anchor_actions: K, the anchor actions drawn per state for a Box action space, in the anchor
         penalty (APO) and in the anchor-ratio diagnostics measured after each update (every algorithm)
+    :param async_rollouts: Collect the next rollout in an actor process while the learner trains on the
+        current one (decoupled PPO, see ``docs/async.md``); ``False``: SB3's synchronous loop, unchanged
+    :param max_policy_lag: With ``async_rollouts``, the number of updates the policy that collected a
+        rollout is behind the policy trained on it (0: no overlap, the synchronous update)
+    :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
+        ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
+    :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
+        ``"gae"``, GAE from the values recorded by the actor; ``"vtrace"``, V-trace from the learner's values
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
@@ -174,6 +198,10 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         target_kl: float | None = None,
         n_anchor_actions: int = 2,
+        async_rollouts: bool = False,
+        max_policy_lag: int = 1,
+        importance_weight_max: float = 1.0,
+        value_targets: str = "gae",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -196,6 +224,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         check_range("target_kl", target_kl, 0, low_open=True, allow_none=True)
         check_range("n_anchor_actions", n_anchor_actions, 1, integer=True)
         check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
+        check_range("max_policy_lag", max_policy_lag, 0, integer=True)
+        check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
+        check_choice("value_targets", value_targets, ("gae", "vtrace"))
+        if not isinstance(async_rollouts, bool):
+            raise ValueError(f"`async_rollouts` must be True or False, got {async_rollouts!r}.")
+        if async_rollouts and "fork" not in mp.get_all_start_methods():
+            raise ValueError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
         if rollout_buffer_class is not None and not issubclass(rollout_buffer_class, DistributionParamsMixin):
             raise ValueError(
                 f"`rollout_buffer_class` must store distribution parameters (a subclass of "
@@ -232,6 +267,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.n_anchor_actions = n_anchor_actions
+        self.async_rollouts = async_rollouts
+        self.max_policy_lag = max_policy_lag
+        self.importance_weight_max = importance_weight_max
+        self.value_targets = value_targets
+        self._rollout_actor: RolloutActor | None = None
+        self._rollout_env_stale = False  # an actor moved the env on: the next one resets it
+        self._policy_version = 0  # updates since the actor started
         if self.env is not None:
             self._check_action_space()
             self._check_batch_size(self.env)
@@ -284,25 +326,150 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 generator.manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "distribution_math", "_anchor_generator", "_diagnostics_generator"]
+        return [
+            *super()._excluded_save_params(),
+            "distribution_math",
+            "_anchor_generator",
+            "_diagnostics_generator",
+            "_rollout_actor",
+            "_rollout_env_stale",
+            "_policy_version",
+        ]
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
-        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if self.async_rollouts:
+            complete = self._receive_rollout(env, callback, rollout_buffer)
+        else:
+            complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
             self._after_rollout(rollout_buffer)
         return complete
 
+    def _collect_rollouts_locally(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """
+        SB3's ``collect_rollouts``, recording at each step the parameters of the distribution
+        its forward pass built (``policy.action_dist``): they are the behaviour policy's, which
+        drew the stored actions and log-probabilities. The hook runs on ``policy(obs)`` only,
+        so a callback that calls ``predict()`` in between cannot overwrite them.
+        """
+
+        def record(policy: th.nn.Module, inputs: Any, outputs: Any) -> None:
+            rollout_buffer.record_distribution_params(self.distribution_math.params(self.policy.action_dist))  # type: ignore[attr-defined]
+
+        hook = self.policy.register_forward_hook(record)
+        try:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        finally:
+            hook.remove()
+
     def _after_rollout(self, rollout_buffer: RolloutBuffer) -> None:
         """
-        Fill what the buffer keeps besides SB3's arrays, after a complete rollout and
-        before the update; subclasses that keep more extend it.
+        Fill what the buffer keeps besides SB3's arrays and ``pi_old``'s distribution
+        parameters, after a complete rollout and before the update; subclasses that
+        keep more extend it.
 
         :param rollout_buffer: the buffer just filled by the rollout
         """
-        # The policy has not changed since the rollout: this reproduces pi_old exactly.
-        rollout_buffer.store_distribution_params(  # type: ignore[attr-defined]
-            lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
+
+    # ------------------------------------------------------------------ #
+    # Asynchronous rollouts (docs/async.md)
+    # ------------------------------------------------------------------ #
+    def _receive_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> bool:
+        """
+        The asynchronous ``collect_rollouts``: hand the actor the current weights (for a
+        later rollout), receive the rollout it collected meanwhile into ``rollout_buffer``,
+        and replay its steps to the callbacks as SB3's loop would have.
+        """
+        if self._rollout_actor is None:
+            self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
+            self._rollout_env_stale = True
+            self._rollout_actor.start()
+            self._policy_version = 0
+            for _ in range(self.max_policy_lag):
+                self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
+        else:
+            self._policy_version += 1  # one train() per collect_rollouts() since the last call
+        self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
+        waited = time.perf_counter()
+        rollout = self._rollout_actor.receive_rollout()
+        learner_idle_s = time.perf_counter() - waited
+
+        vec_normalize = self.get_vec_normalize_env()
+        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
+            # The actor's statistics, which normalised the rollout: what the callbacks sync and save
+            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
+        callback.on_rollout_start()
+        for n_steps, step in enumerate(rollout.steps):
+            self.num_timesteps += env.num_envs
+            callback.update_locals({"n_steps": n_steps, "env": env, **vars(step)})
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(step.infos, step.dones)
+        self._fill_buffer(rollout_buffer, rollout)
+        self._last_obs, self._last_episode_starts = rollout.last_obs, rollout.last_episode_starts
+
+        policy_lag = self._policy_version - rollout.policy_version
+        assert 0 <= policy_lag <= self.max_policy_lag
+        truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
+        if policy_lag > 0:
+            behaviour_log_probs = rollout_buffer.log_probs.copy()
+            truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
+                self._evaluate_proximal, self.importance_weight_max
+            )
+            if self.value_targets == "vtrace":
+                self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
+        self.logger.record("async/policy_lag", policy_lag)
+        self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
+        self.logger.record("async/is_truncated_fraction", truncated_fraction)
+        self.logger.record("async/learner_idle_s", learner_idle_s)
+        self.logger.record("async/actor_idle_s", rollout.actor_idle_s)
+        self.logger.record("async/actor_collect_s", rollout.collect_s)
+
+        callback.update_locals({"new_obs": rollout.last_obs, "dones": rollout.last_episode_starts})
+        callback.on_rollout_end()
+        return True
+
+    @staticmethod
+    def _fill_buffer(rollout_buffer: RolloutBuffer, rollout: Rollout) -> None:
+        rollout_buffer.reset()
+        for name in BUFFER_ARRAYS:
+            target, source = getattr(rollout_buffer, name), rollout.arrays[name]
+            if isinstance(target, dict):
+                for key in target:
+                    target[key][...] = source[key]
+            else:
+                target[...] = source
+        rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
+
+    def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
+        """Replace the actor's values, returns and advantages by V-trace's, from the learner's value function."""
+        rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
+        with th.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.advantages, rollout_buffer.returns = vtrace(
+            rollout_buffer.rewards,
+            rollout_buffer.values,
+            rollout_buffer.episode_starts,
+            last_values.cpu().numpy().flatten(),
+            rollout.last_episode_starts,
+            ratios,
+            self.gamma,
+            self.gae_lambda,
         )
+
+    def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        distribution = self.policy.get_distribution(observations)
+        return self.distribution_math.params(distribution), distribution.log_prob(actions)
+
+    def _close_rollout_actor(self) -> None:
+        if self._rollout_actor is not None:
+            actor, self._rollout_actor = self._rollout_actor, None
+            actor.close()
 
     # ------------------------------------------------------------------ #
     # What a subclass states
@@ -350,6 +517,9 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 advantages = rollout_data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                importance_weights = rollout_data.importance_weights if self.async_rollouts else None
+                if importance_weights is not None:  # decoupled PPO: w weights the policy gradient
+                    advantages = importance_weights * advantages
                 log_ratio = log_prob - rollout_data.old_log_prob
                 ratio = th.exp(log_ratio)
                 batch = Minibatch(
@@ -366,6 +536,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                     n_anchor_actions=self.n_anchor_actions,
                     generator=self._anchor_generator,
                     samples=rollout_data,
+                    importance_weights=importance_weights,
                 )
                 policy_loss, policy_terms = self.policy_loss(batch)
 
@@ -482,11 +653,14 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
 
         :param tb_log_name: the name of the run for TensorBoard logging (default: the class name)
         """
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name or type(self).__name__,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name or type(self).__name__,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        finally:
+            self._close_rollout_actor()  # also on errors and Ctrl-C: no process outlives learn()

@@ -1,0 +1,378 @@
+"""
+Asynchronous rollouts: an actor process collects the next rollout while the learner trains.
+
+The learner talks to its actor through the small :class:`RolloutActor` interface
+(start, send weights, receive a rollout, close), so that actors of another kind
+(e.g. Ray actors on other machines) can be added without touching the algorithms.
+:class:`ForkedRolloutActor` is the local implementation: a process forked from the
+learner, which therefore inherits the training ``VecEnv`` as it is (a
+``SubprocVecEnv`` keeps its workers, ``VecNormalize`` its statistics, ``Monitor`` its
+files) and runs SB3's own ``collect_rollouts`` on a CPU copy of the policy, with one
+torch thread. Everything it sends back is plain numpy, over a pipe: no shared memory
+segment is created.
+
+Every weights message asks the actor for one rollout collected with those weights,
+and the learner keeps ``max_policy_lag + 1`` requests in flight: the rollout it
+trains on at update ``k`` was collected with the weights of update
+``k - max_policy_lag`` (or of update 0 at the start), so the policy lag is bounded
+by construction. ``docs/async.md`` gives the design and the maths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_apo.common.buffers import anchored_buffer_class
+
+if TYPE_CHECKING:
+    from sb3_apo.common.on_policy import PPOFamilyAlgorithm
+
+#: The arrays of an SB3 rollout buffer (and of ours) that a rollout carries back.
+BUFFER_ARRAYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "returns",
+    "episode_starts",
+    "values",
+    "log_probs",
+    "advantages",
+    "distribution_params",
+)
+
+#: Seconds an actor gets to stop on its own before it is terminated.
+CLOSE_TIMEOUT = 10.0
+
+
+class RolloutActorError(RuntimeError):
+    """A rollout actor crashed, was killed, or stopped answering; training cannot go on."""
+
+
+@dataclass
+class StepRecord:
+    """What SB3's ``collect_rollouts`` exposes to callbacks at one step, for replay in the learner."""
+
+    new_obs: Any
+    rewards: np.ndarray
+    dones: np.ndarray
+    infos: list[dict[str, Any]]
+
+
+@dataclass
+class Rollout:
+    """
+    One complete rollout, as an actor sends it to the learner.
+
+    :param policy_version: the version of the weights that collected it (``pi_b``)
+    :param arrays: the filled rollout buffer's arrays (:data:`BUFFER_ARRAYS`), returns
+        and advantages included
+    :param steps: per step, what the callbacks saw
+    :param last_obs: the observation after the last step
+    :param last_episode_starts: the ``dones`` of the last step
+    :param last_values: the values of ``last_obs``, used for the returns
+    :param vec_normalize_stats: ``(obs_rms, ret_rms)`` of the actor's ``VecNormalize``, or ``None``
+    :param actor_idle_s: seconds the actor waited for weights before this rollout
+    :param collect_s: seconds the actor spent collecting it
+    """
+
+    policy_version: int
+    arrays: dict[str, Any]
+    steps: list[StepRecord]
+    last_obs: Any
+    last_episode_starts: np.ndarray
+    last_values: np.ndarray
+    vec_normalize_stats: tuple[Any, Any] | None
+    actor_idle_s: float
+    collect_s: float
+
+
+class RolloutActor(ABC):
+    """
+    What the learner needs of an actor. Every :meth:`send_weights` call requests one
+    rollout collected with those weights; :meth:`receive_rollout` returns them in order.
+    """
+
+    #: A name for messages (e.g. ``"rollout actor 0 (pid 1234)"``).
+    name: str
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the actor (it waits for weights before it collects anything)."""
+
+    @abstractmethod
+    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
+        """
+        Request one rollout collected with these policy weights.
+
+        :param policy_version: the number of updates the weights have seen
+        :param weights: the policy's ``state_dict`` as numpy arrays
+        """
+
+    @abstractmethod
+    def receive_rollout(self) -> Rollout:
+        """The next requested rollout; raises :class:`RolloutActorError` if the actor failed."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the actor and release everything it holds; safe to call more than once."""
+
+
+def vtrace(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    episode_starts: np.ndarray,
+    last_values: np.ndarray,
+    dones: np.ndarray,
+    ratios: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    V-trace value targets (Espeholt et al. 2018, with ``rho_bar = c_bar = 1``) and the
+    matching advantages, for a rollout of ``pi_b`` evaluated for ``pi_prox``. With
+    ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)`` (0 past an episode's end) and
+    ``ratio_t = pi_prox(a_t|s_t) / pi_b(a_t|s_t)``::
+
+        vs_t       = min(1, ratio_t) * delta_t + gamma * lambda * min(1, ratio_t) * vs_{t+1}
+        returns_t  = V(s_t) + vs_t                         (the V-trace target)
+        advantage_t = delta_t + gamma * lambda * vs_{t+1}
+
+    The advantage carries no weight of its own step: the loss weights it by ``w``.
+    With every ratio 1 both are GAE's (SB3's ``compute_returns_and_advantage``).
+
+    :param rewards: ``(n_steps, n_envs)`` rewards (with SB3's timeout bootstraps)
+    :param values: ``(n_steps, n_envs)`` ``V(s_t)``
+    :param episode_starts: ``(n_steps, n_envs)`` whether ``s_t`` starts an episode
+    :param last_values: ``(n_envs,)`` values of the observations after the last step
+    :param dones: ``(n_envs,)`` whether the last step ended an episode
+    :param ratios: ``(n_steps, n_envs)`` ``pi_prox / pi_b`` of the executed actions
+    :param gamma: the discount
+    :param gae_lambda: lambda
+    :return: the advantages and the value targets, ``(n_steps, n_envs)`` each
+    """
+    clipped = np.minimum(ratios, 1.0)
+    advantages, returns = np.zeros_like(values), np.zeros_like(values)
+    next_vs = np.zeros_like(last_values)
+    for step in reversed(range(len(values))):
+        if step == len(values) - 1:
+            next_non_terminal, next_values = 1.0 - dones.astype(np.float32), last_values
+        else:
+            next_non_terminal, next_values = 1.0 - episode_starts[step + 1], values[step + 1]
+        delta = rewards[step] + gamma * next_values * next_non_terminal - values[step]
+        trace = gamma * gae_lambda * next_non_terminal * next_vs
+        advantages[step] = delta + trace
+        next_vs = clipped[step] * (delta + trace)
+        returns[step] = values[step] + next_vs
+    return advantages, returns
+
+
+def policy_weights(policy: th.nn.Module) -> dict[str, np.ndarray]:
+    """A policy's ``state_dict`` as numpy arrays (plain pickles: no shared memory)."""
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in policy.state_dict().items()}
+
+
+class _StepRecorder(BaseCallback):
+    """The actor's callback: records each step for replay, and stops the rollout when asked."""
+
+    def __init__(self, stop: Any):
+        super().__init__()
+        self.stop = stop
+        self.steps: list[StepRecord] = []
+
+    def _on_step(self) -> bool:
+        self.steps.append(
+            StepRecord(
+                new_obs=self.locals["new_obs"],
+                rewards=np.array(self.locals["rewards"], copy=True),  # SB3 adds timeout bootstraps to it afterwards
+                dones=self.locals["dones"],
+                infos=self.locals["infos"],
+            )
+        )
+        return not self.stop.is_set()
+
+
+def _vec_normalize_stats(model: PPOFamilyAlgorithm) -> tuple[Any, Any] | None:
+    vec_normalize = model.get_vec_normalize_env()
+    return None if vec_normalize is None else (vec_normalize.obs_rms, vec_normalize.ret_rms)
+
+
+def _actor_main(
+    model: PPOFamilyAlgorithm,
+    cpu_policy: th.nn.Module | None,
+    connection: Connection,
+    learner_end: Connection,
+    stop: Any,
+    reset_env: bool,
+) -> None:
+    """The actor process: receive weights, collect one rollout with SB3's loop, send it back."""
+    learner_end.close()  # so that the learner's death reads as EOF here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    th.set_num_threads(1)
+    try:
+        if cpu_policy is not None:  # never touch the learner's CUDA tensors in a forked process
+            model.policy = cpu_policy  # type: ignore[assignment]
+            model.device = th.device("cpu")
+        env = model.env
+        assert env is not None
+        if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
+            model._last_obs = env.reset()  # type: ignore[assignment]
+            model._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+        buffer = anchored_buffer_class(model.observation_space)(
+            model.n_steps,
+            model.observation_space,
+            model.action_space,
+            device="cpu",
+            gamma=model.gamma,
+            gae_lambda=model.gae_lambda,
+            n_envs=env.num_envs,
+        )
+        while True:
+            waited = time.perf_counter()
+            message = connection.recv()
+            if message is None:
+                return
+            policy_version, weights = message
+            actor_idle_s = time.perf_counter() - waited
+            model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
+            recorder = _StepRecorder(stop)
+            recorder.init_callback(model)
+            started = time.perf_counter()
+            if not model._collect_rollouts_locally(env, recorder, buffer, model.n_steps):
+                return  # asked to stop
+            connection.send(
+                Rollout(
+                    policy_version=policy_version,
+                    arrays={name: getattr(buffer, name) for name in BUFFER_ARRAYS},
+                    steps=recorder.steps,
+                    last_obs=model._last_obs,
+                    last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
+                    last_values=recorder.locals["values"].cpu().numpy(),
+                    vec_normalize_stats=_vec_normalize_stats(model),
+                    actor_idle_s=actor_idle_s,
+                    collect_s=time.perf_counter() - started,
+                )
+            )
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the learner is gone: nothing to report to
+    except BaseException:
+        try:
+            connection.send(RolloutActorError(traceback.format_exc()))
+        finally:
+            os._exit(1)
+
+
+@dataclass
+class ForkedRolloutActor(RolloutActor):
+    """
+    A local actor: a process forked from the learner, which collects rollouts with
+    the learner's own ``VecEnv`` (that the learner does not step meanwhile).
+
+    :param model: the algorithm; the forked process uses its env, ``n_steps`` and policy class
+    :param reset_env: reset the env before the first rollout (when an earlier actor
+        moved it on, since the learner's copy of a ``DummyVecEnv`` is then stale)
+    :param index: a number for the actor's name
+    """
+
+    model: PPOFamilyAlgorithm
+    reset_env: bool = False
+    index: int = 0
+    process: Any = field(default=None, init=False)
+    _connection: Connection | None = field(default=None, init=False)
+    _stop: Any = field(default=None, init=False)
+    _pending: int = field(default=0, init=False)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        pid = None if self.process is None else self.process.pid
+        return f"rollout actor {self.index} (pid {pid})"
+
+    @property
+    def pid(self) -> int | None:
+        """The actor process's id, once started."""
+        return None if self.process is None else self.process.pid
+
+    def start(self) -> None:
+        context = mp.get_context("fork")
+        learner_end, actor_end = context.Pipe(duplex=True)
+        self._stop = context.Event()
+        cpu_policy = None
+        if self.model.device.type != "cpu":
+            cpu_policy = copy.deepcopy(self.model.policy).to("cpu")
+        self.process = context.Process(
+            target=_actor_main,
+            args=(self.model, cpu_policy, actor_end, learner_end, self._stop, self.reset_env),
+            name=f"sb3-apo-rollout-actor-{self.index}",
+            daemon=True,
+        )
+        self.process.start()
+        actor_end.close()  # so that the actor's death reads as EOF here
+        self._connection = learner_end
+
+    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
+        assert self._connection is not None, "start() the actor first"
+        try:
+            self._connection.send((policy_version, weights))
+        except (BrokenPipeError, ConnectionResetError, EOFError) as error:
+            raise self._failure() from error
+        self._pending += 1
+
+    def receive_rollout(self) -> Rollout:
+        assert self._connection is not None and self._pending > 0, "no rollout was requested"
+        ready = wait([self._connection, self.process.sentinel])
+        message: Any = None
+        if self._connection in ready or self._connection.poll():
+            try:
+                message = self._connection.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                message = None
+        if isinstance(message, Rollout):
+            self._pending -= 1
+            return message
+        if isinstance(message, RolloutActorError):
+            self.process.join(CLOSE_TIMEOUT)
+            raise RolloutActorError(f"The {self.name} crashed while collecting a rollout:\n{message}")
+        raise self._failure()
+
+    def _failure(self) -> RolloutActorError:
+        self.process.join(CLOSE_TIMEOUT)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by signal {signal.Signals(-code).name}"
+        elif code is not None:
+            how = f"exited with code {code}"
+        else:
+            how = "stopped answering"
+        return RolloutActorError(f"The {self.name} {how}; training stopped.")
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        if self.process.is_alive():
+            self._stop.set()  # ends a rollout in progress after its current step
+            with contextlib.suppress(OSError, EOFError):  # the actor may be gone already
+                self._connection.send(None)  # type: ignore[union-attr]  # ends a wait for weights
+            self.process.join(CLOSE_TIMEOUT)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(CLOSE_TIMEOUT)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+        self.process.close()
+        self._connection.close()  # type: ignore[union-attr]
+        self.process = None
+        self._connection = None

@@ -1,0 +1,284 @@
+"""
+Asynchronous rollouts (docs/async.md) and the behaviour distribution recorded from
+the rollout's own forward pass: the maths with hand-computed values, the zero-lag
+reduction to the synchronous update, and what SB3 users rely on (callbacks,
+VecNormalize, SubprocVecEnv, save/load/continue), for every algorithm.
+"""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
+
+from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
+from sb3_apo.common.async_rollouts import vtrace
+from sb3_apo.common.buffers import AnchoredRolloutBuffer
+
+SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
+
+
+def recorded_log_probs(model, buffer):
+    """``log pi_old(a|s)`` from the buffer's distribution parameters, computed step by step."""
+    math_ = model.distribution_math
+    log_probs = []
+    for step in range(buffer.buffer_size):
+        params = th.as_tensor(buffer.distribution_params[step])
+        actions = th.as_tensor(buffer.actions[step])
+        if isinstance(model.action_space, gym.spaces.Discrete):
+            # the parameters are the normalised logits, log pi(.|s)
+            log_probs.append(params.gather(1, actions.long()).flatten())
+        else:
+            log_probs.append(math_.normal(params).log_prob(actions).sum(dim=-1))
+    return th.stack(log_probs).numpy()
+
+
+def collect_one_rollout(model, callback=None):
+    _, callback = model._setup_learn(model.n_steps * model.n_envs, callback)
+    callback.on_training_start(locals(), globals())
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model.rollout_buffer
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("Pendulum-v1", {}),
+        ("Pendulum-v1", {"use_sde": True, "sde_sample_freq": 4}),
+        ("CartPole-v1", {}),
+    ],
+)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_rollouts_forward_pass_gives_pi_old(env_id, kwargs, normalize):
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    if normalize:
+        env = VecNormalize(env)
+    model = APO("MlpPolicy", env, seed=0, **SMALL, **kwargs)
+    buffer = collect_one_rollout(model)
+    # The stored parameters are those of the distribution that drew the actions: they
+    # reproduce the stored log-probabilities exactly, also under gSDE and VecNormalize.
+    np.testing.assert_array_equal(recorded_log_probs(model, buffer), buffer.log_probs)
+
+
+def test_a_callback_that_predicts_does_not_overwrite_pi_old():
+    class Predicts(BaseCallback):
+        def _on_step(self):
+            self.model.predict(np.zeros((2, 3), dtype=np.float32) + 5.0)
+            return True
+
+    model = APO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), seed=0, **SMALL)
+    buffer = collect_one_rollout(model, Predicts())
+    np.testing.assert_array_equal(recorded_log_probs(model, buffer), buffer.log_probs)
+
+
+def test_the_proximal_policy_replaces_the_behaviour_policy_with_truncated_weights():
+    buffer = AnchoredRolloutBuffer(2, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,)), n_envs=1)
+    buffer.reset()
+    buffer.log_probs[:, 0] = [math.log(0.2), math.log(0.5)]  # pi_b(a|s)
+    prox_log_probs = th.tensor([math.log(0.1), math.log(1.0)])  # pi_prox(a|s)
+    prox_params = th.tensor([[0.5, 1.0], [-0.5, 2.0]])
+
+    truncated = buffer.store_proximal_policy(lambda obs, actions: (prox_params, prox_log_probs), 1.5)
+
+    # w = min(pi_prox / pi_b, c): min(0.1 / 0.2, 1.5) = 0.5 and min(1.0 / 0.5, 1.5) = 1.5
+    np.testing.assert_allclose(buffer.importance_weights[:, 0], [0.5, 1.5], rtol=1e-6)
+    assert truncated == 0.5
+    np.testing.assert_allclose(buffer.log_probs[:, 0], prox_log_probs.numpy())
+    np.testing.assert_array_equal(buffer.distribution_params[:, 0], prox_params.numpy())
+
+
+def trained_after_one_update(async_rollouts, importance_weights=None, **kwargs):
+    model = APO(
+        "MlpPolicy",
+        make_vec_env("Pendulum-v1", n_envs=2, seed=0),
+        anchor_coef=0.0,
+        seed=0,
+        async_rollouts=async_rollouts,
+        **kwargs,
+    )
+    model.set_logger(configure(None, []))
+    buffer = collect_one_rollout(model)
+    if importance_weights is not None:
+        buffer.importance_weights[...] = importance_weights
+    model.train()
+    return model
+
+
+def test_with_no_lag_the_decoupled_update_is_the_synchronous_one():
+    # No lag: pi_b = pi_prox, so every weight is 1 and the update is bit-for-bit the synchronous one.
+    synchronous = trained_after_one_update(False, **SMALL)
+    decoupled = trained_after_one_update(True, np.ones((32, 2), dtype=np.float32), **SMALL)
+    for name, tensor in synchronous.policy.state_dict().items():
+        assert th.equal(tensor, decoupled.policy.state_dict()[name]), name
+
+
+def test_the_weights_multiply_the_policy_gradient_term():
+    weights = np.linspace(0.1, 1.0, 64, dtype=np.float32).reshape(32, 2)
+    settings = {"n_steps": 32, "batch_size": 64, "n_epochs": 1, "normalize_advantage": False}
+    model = trained_after_one_update(True, weights, **settings)
+    # One minibatch, taken before any step: pi = pi_prox, r = 1, so the clipped surrogate is -mean(w * A).
+    advantages = model.rollout_buffer.advantages.flatten()
+    expected = -np.mean(model.rollout_buffer.importance_weights.flatten() * advantages)
+    assert model.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(expected, rel=1e-5)
+    unweighted = trained_after_one_update(True, np.ones_like(weights), **settings)
+    assert unweighted.logger.name_to_value["train/policy_gradient_loss"] == pytest.approx(-np.mean(advantages), rel=1e-5)
+
+
+def test_vtrace_with_hand_computed_values():
+    gamma, gae_lambda = 0.5, 1.0
+    rewards, values = np.array([[1.0], [2.0]]), np.array([[0.5], [1.0]])
+    last_values, dones, ratios = np.array([2.0]), np.array([False]), np.array([[2.0], [0.5]])
+    advantages, returns = vtrace(rewards, values, np.array([[1.0], [0.0]]), last_values, dones, ratios, gamma, gae_lambda)
+    # t = 1: delta = 2 + 0.5 * 2 - 1 = 2, advantage 2, vs = min(1, 0.5) * 2 = 1, target 1 + 1 = 2
+    # t = 0: delta = 1 + 0.5 * 1 - 0.5 = 1, advantage 1 + 0.5 * 1 = 1.5, vs = min(1, 2) * 1.5, target 0.5 + 1.5 = 2
+    np.testing.assert_allclose(advantages, [[1.5], [2.0]])
+    np.testing.assert_allclose(returns, [[2.0], [2.0]])
+    # An episode starts at t = 1: nothing flows back to t = 0 (delta = 1 - 0.5, target 0.5 + 0.5)
+    advantages, returns = vtrace(rewards, values, np.array([[1.0], [1.0]]), last_values, dones, ratios, gamma, gae_lambda)
+    np.testing.assert_allclose(advantages[0], [0.5])
+    np.testing.assert_allclose(returns[0], [1.0])
+
+
+def test_vtrace_without_lag_is_gae():
+    rng = np.random.default_rng(0)
+    buffer = AnchoredRolloutBuffer(16, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,)), n_envs=3, gae_lambda=0.9)
+    buffer.reset()
+    buffer.rewards[...] = rng.normal(size=(16, 3))
+    buffer.values[...] = rng.normal(size=(16, 3))
+    buffer.episode_starts[...] = rng.random((16, 3)) < 0.2
+    last_values, dones = rng.normal(size=3).astype(np.float32), np.array([True, False, False])
+    buffer.compute_returns_and_advantage(th.as_tensor(last_values), dones)
+    advantages, returns = vtrace(
+        buffer.rewards, buffer.values, buffer.episode_starts, last_values, dones, np.ones((16, 3)), 0.99, 0.9
+    )
+    np.testing.assert_allclose(advantages, buffer.advantages, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(returns, buffer.returns, rtol=1e-6, atol=1e-6)
+
+
+class RecordsLogs(BaseCallback):
+    """Keeps every value the rollouts log under ``async/``, and counts the callback calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict[str, list[float]] = {}
+        self.rollout_ends = 0
+
+    def _on_step(self):
+        return True
+
+    def _on_rollout_end(self):
+        self.rollout_ends += 1
+        for key, value in self.model.logger.name_to_value.items():
+            if key.startswith("async/"):
+                self.values.setdefault(key, []).append(value)
+
+
+def test_with_the_lag_forced_to_zero_async_training_is_synchronous_training():
+    def train(async_rollouts):
+        model = APO("MlpPolicy", "Pendulum-v1", seed=0, async_rollouts=async_rollouts, max_policy_lag=0, **SMALL)
+        recorder = RecordsLogs()
+        model.learn(4 * SMALL["n_steps"], callback=recorder)
+        return model, recorder
+
+    synchronous, _ = train(False)
+    decoupled, recorder = train(True)
+    assert recorder.values["async/policy_lag"] == [0, 0, 0, 0]
+    assert recorder.values["async/is_weight_mean"] == [1.0] * 4
+    assert recorder.values["async/is_truncated_fraction"] == [0.0] * 4
+    # The actor draws from the random state the learner had: the same rollouts, the same updates.
+    for name, tensor in synchronous.policy.state_dict().items():
+        assert th.equal(tensor, decoupled.policy.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(
+    ("cls", "env_id", "kwargs"),
+    [
+        (APO, "Pendulum-v1", {}),
+        (PPOPenalty, "Pendulum-v1", {}),
+        (SPO, "Pendulum-v1", {}),
+        (SupportAPO, "CartPole-v1", {}),
+        (APO, "CartPole-v1", {"max_policy_lag": 2, "importance_weight_max": 2.0}),
+        (APO, "Pendulum-v1", {"value_targets": "vtrace", "use_sde": True}),
+    ],
+)
+def test_every_algorithm_trains_with_bounded_lag(cls, env_id, kwargs):
+    model = cls("MlpPolicy", env_id, seed=0, async_rollouts=True, **SMALL, **kwargs)
+    recorder = RecordsLogs()
+    model.learn(5 * SMALL["n_steps"], callback=recorder)
+    lag = kwargs.get("max_policy_lag", 1)
+    assert model.num_timesteps == 5 * SMALL["n_steps"]
+    assert recorder.rollout_ends == 5
+    assert recorder.n_calls == 5 * SMALL["n_steps"]
+    assert recorder.values["async/policy_lag"] == [min(k, lag) for k in range(5)]
+    weight_max = kwargs.get("importance_weight_max", 1.0)
+    assert all(0 < w <= weight_max for w in recorder.values["async/is_weight_mean"])
+    assert all(0 <= f <= 1 for f in recorder.values["async/is_truncated_fraction"])
+    assert recorder.values["async/is_weight_mean"][1] != 1.0  # the lag is corrected
+    if env_id == "CartPole-v1":  # episodes that end within 5 rollouts reach ep_info_buffer
+        assert len(model.ep_info_buffer) > 0
+    assert model._rollout_actor is None  # closed when learn() returns
+
+
+def test_callbacks_vecnormalize_save_load_and_continue(tmp_path):
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=1), training=False, norm_reward=False)
+    model = APO("MlpPolicy", env, seed=0, async_rollouts=True, **SMALL)
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=32, n_eval_episodes=1, log_path=str(tmp_path / "eval")),
+        CheckpointCallback(save_freq=64, save_path=str(tmp_path / "checkpoints"), save_vecnormalize=True),
+    ]
+    model.learn(256, callback=callbacks, progress_bar=True)
+    # The learner's VecNormalize has the actor's statistics: every observation the actor normalised
+    # (the learner's own reset included), while the learner stepped nothing itself.
+    assert env.obs_rms.count >= 1e-4 + 256 + 2
+    np.testing.assert_array_equal(eval_env.obs_rms.mean, env.obs_rms.mean)  # synced by EvalCallback
+    assert len(np.load(tmp_path / "eval" / "evaluations.npz")["timesteps"]) == 4
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "rl_model_128_steps.zip",
+        "rl_model_256_steps.zip",
+        "rl_model_vecnormalize_128_steps.pkl",
+        "rl_model_vecnormalize_256_steps.pkl",
+    ]
+    model.save(tmp_path / "model")
+    env.save(str(tmp_path / "vecnormalize.pkl"))
+    loaded_env = VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), make_vec_env("Pendulum-v1", n_envs=2, seed=2))
+    np.testing.assert_array_equal(loaded_env.obs_rms.mean, env.obs_rms.mean)
+    loaded = APO.load(tmp_path / "model", env=loaded_env)
+    assert loaded.async_rollouts and loaded.max_policy_lag == 1 and loaded._rollout_actor is None
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 256 + 64
+    model.learn(64, reset_num_timesteps=False)  # continue: a new actor, on the env the first one left
+    assert model.num_timesteps == 256 + 64
+
+
+@pytest.mark.slow
+def test_subproc_vec_env_inside_the_actor():
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
+    try:
+        model = APO("MlpPolicy", env, seed=0, async_rollouts=True, **SMALL)
+        model.learn(4 * 64)
+        model.learn(2 * 64, reset_num_timesteps=False)
+        assert model.num_timesteps == 6 * 64
+        assert len(model.ep_info_buffer) > 0
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("async_rollouts", "yes", "`async_rollouts` must be True or False"),
+        ("max_policy_lag", -1, "max_policy_lag"),
+        ("max_policy_lag", 1.5, "max_policy_lag"),
+        ("importance_weight_max", 0.0, "importance_weight_max"),
+        ("value_targets", "retrace", "`value_targets` must be one of 'gae', 'vtrace'"),
+    ],
+)
+def test_bad_async_settings_are_refused(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        APO("MlpPolicy", "Pendulum-v1", **{name: value})

@@ -1,0 +1,183 @@
+"""
+Faults of asynchronous rollouts: an actor that crashes or is killed stops training
+with an error that names it; Ctrl-C and a killed learner stop everything; no process
+and no shared-memory segment is left behind.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import gymnasium as gym
+import pytest
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_apo import APO
+from sb3_apo.common.async_rollouts import RolloutActorError
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+
+#: Training that never ends by itself; it prints the actor's pid after the first rollout.
+TRAINING_SCRIPT = textwrap.dedent(
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import {vec_env}
+
+    from sb3_apo import APO
+
+
+    class AnnouncesTheActor(BaseCallback):
+        def _on_rollout_end(self):
+            if self.n_calls == 32:
+                print(self.model._rollout_actor.pid, flush=True)
+
+        def _on_step(self):
+            return True
+
+
+    if __name__ == "__main__":
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls={vec_env})
+        model = APO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, async_rollouts=True)
+        model.learn(10**9, callback=AnnouncesTheActor())
+    """
+)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def session_processes(session: int) -> list[int]:
+    """The live processes of a session (a process group leader and everything it started)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[3]) == session and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.fixture
+def shared_memory_unchanged():
+    before = set(os.listdir("/dev/shm"))
+    yield
+    assert set(os.listdir("/dev/shm")) - before == set()
+
+
+class FailingCartPole(gym.Wrapper):
+    """CartPole whose ``step`` raises after some steps."""
+
+    def __init__(self, fail_after: int):
+        super().__init__(gym.make("CartPole-v1"))
+        self.steps, self.fail_after = 0, fail_after
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps > self.fail_after:
+            raise RuntimeError("the simulator broke down")
+        return super().step(action)
+
+
+class RecordsTheActor(BaseCallback):
+    def __init__(self, kill_after_rollouts: int | None = None):
+        super().__init__()
+        self.pids: list[int] = []
+        self.kill_after_rollouts = kill_after_rollouts
+
+    def _on_rollout_end(self):
+        self.pids.append(self.model._rollout_actor.pid)
+        if len(self.pids) == self.kill_after_rollouts:
+            os.kill(self.pids[-1], signal.SIGKILL)
+
+    def _on_step(self):
+        return True
+
+
+@pytest.mark.usefixtures("shared_memory_unchanged")
+def test_an_actor_that_crashes_stops_training_with_its_error():
+    model = APO("MlpPolicy", make_vec_env(lambda: FailingCartPole(100), n_envs=1), async_rollouts=True, **SMALL)
+    recorder = RecordsTheActor()
+    with pytest.raises(RolloutActorError, match=r"rollout actor 0 \(pid \d+\) crashed") as error:
+        model.learn(10_000, callback=recorder)
+    assert "the simulator broke down" in str(error.value)
+    assert model._rollout_actor is None
+    assert not alive(recorder.pids[0])
+
+
+@pytest.mark.usefixtures("shared_memory_unchanged")
+def test_an_actor_that_is_killed_stops_training_with_its_name():
+    model = APO("MlpPolicy", "CartPole-v1", async_rollouts=True, **SMALL)
+    recorder = RecordsTheActor(kill_after_rollouts=2)
+    with pytest.raises(RolloutActorError) as error:
+        model.learn(10_000, callback=recorder)
+    assert f"rollout actor 0 (pid {recorder.pids[-1]}) was killed by signal SIGKILL" in str(error.value)
+    assert model._rollout_actor is None
+    assert not alive(recorder.pids[-1])
+    model.learn(3 * 32)  # a new actor takes over
+    assert model.num_timesteps == 3 * 32
+
+
+def start_training(tmp_path, vec_env: str) -> tuple[subprocess.Popen, int]:
+    script = tmp_path / "train.py"
+    script.write_text(TRAINING_SCRIPT.format(vec_env=vec_env))
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+    actor_pid = int(process.stdout.readline())
+    assert alive(actor_pid)
+    return process, actor_pid
+
+
+@pytest.mark.usefixtures("shared_memory_unchanged")
+@pytest.mark.parametrize("vec_env", ["DummyVecEnv", "SubprocVecEnv"])
+def test_ctrl_c_stops_everything(tmp_path, vec_env):
+    process, actor_pid = start_training(tmp_path, vec_env)
+    try:
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)
+    assert not alive(actor_pid)
+
+
+@pytest.mark.usefixtures("shared_memory_unchanged")
+def test_a_killed_learner_leaves_no_actor_behind(tmp_path):
+    process, actor_pid = start_training(tmp_path, "DummyVecEnv")
+    process.kill()
+    process.communicate(timeout=60)
+    # The actor notices at its next message to the learner (at most one rollout later) and exits.
+    assert wait_until(lambda: not alive(actor_pid))
+    assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)
