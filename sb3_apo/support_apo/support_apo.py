@@ -7,6 +7,7 @@ Rectification").
 
 import copy
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,12 +17,11 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_apo.common.checks import check_choice, check_range
+from sb3_apo.common.checks import check_bool, check_choice, check_range
 from sb3_apo.common.distributions import CategoricalMath
-from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
+from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate, read_archive
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
 
 #: Where the "KL to the reference" penalty applies: ``"all"`` samples ("standard KL")
@@ -58,11 +58,15 @@ def load_policy_state_dict(path: str | os.PathLike[str], device: th.device | str
             f"No reference policy at {str(path)!r}: give a model saved by model.save() or model.policy.save()."
         )
     if _is_sb3_archive(path):
-        _, params, _ = load_from_zip_file(path, device=device, load_data=False)
-        if not params or "policy" not in params:
-            raise ValueError(f"The model archive {str(path)!r} holds no policy parameters.")
+        _, params = read_archive(path)
         return params["policy"]
-    saved = th.load(path, map_location=device, weights_only=False)
+    try:
+        saved = th.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as error:
+        raise ValueError(
+            f"Cannot read the reference policy {str(path)!r}: it is neither an SB3 model archive, nor a policy "
+            f"file, nor a state_dict (the file may be corrupted or truncated): {error}"
+        ) from error
     if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):  # BasePolicy.save()
         return saved["state_dict"]
     if isinstance(saved, dict) and saved and all(isinstance(value, th.Tensor) for value in saved.values()):
@@ -226,7 +230,7 @@ class SupportAPO(PPOFamilyAlgorithm):
         check_range("push_coef", push_coef, 0, low_open=True)
         check_range("pull_coef", pull_coef, 0)
         check_range("top_k", top_k, 1, integer=True)
-        check_choice("exclude_sampled", exclude_sampled, (True, False))
+        check_bool("exclude_sampled", exclude_sampled)
         check_range("kl_coef", kl_coef, 0)
         check_choice("kl_mode", kl_mode, KL_MODES)
         check_range("clip_range", clip_range, 0, low_open=True, allow_schedule=True)
@@ -301,6 +305,20 @@ class SupportAPO(PPOFamilyAlgorithm):
         if not self._reference_ready:
             self.reset_reference()  # the snapshot taken when learn() starts
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def set_parameters(
+        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        """
+        As :meth:`PPOFamilyAlgorithm.set_parameters`. A complete set (``exact_match=True``) without
+        ``reference_policy`` (a model of another algorithm, e.g. SB3's ``PPO``) sets no reference: it is
+        taken from the policy when ``learn()`` is next called, as for a new model.
+        """
+        params = self._parameters_to_set(load_path_or_dict, device)
+        if exact_match and "reference_policy" not in params:
+            params = {**params, "reference_policy": self.reference_policy.state_dict()}
+            self._reference_ready = False
+        super().set_parameters(params, exact_match, device)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, torch_variables = super()._get_torch_save_params()
