@@ -93,9 +93,7 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     """Raise :class:`HyperparameterError` unless ``value`` is one of ``choices``."""
     choices = list(choices)
     if value not in choices:
-        raise HyperparameterError(
-            f"`{name}` must be one of {', '.join(repr(choice) for choice in choices)}, got {value!r}."
-        )
+        raise HyperparameterError(f"`{name}` must be one of {', '.join(repr(choice) for choice in choices)}, got {value!r}.")
 
 
 def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_remaining: float) -> float:
@@ -114,8 +112,7 @@ def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_r
         value = schedule(progress_remaining)
     except (TypeError, ValueError) as error:  # e.g. SB3's FloatSchedule calling float() on a string
         raise HyperparameterError(
-            f"The schedule of `{name}` must return a number, but failed at remaining progress "
-            f"{progress_remaining:g}: {error}"
+            f"The schedule of `{name}` must return a number, but failed at remaining progress {progress_remaining:g}: {error}"
         ) from error
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise HyperparameterError(

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import inspect
 import io
+import numbers
 import os
 import pathlib
 import pickle
@@ -278,6 +279,10 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 f"`rollout_buffer_class` must store distribution parameters (a subclass of "
                 f"sb3_apo.common.buffers.DistributionParamsMixin), or be None; got {rollout_buffer_class!r}."
             )
+        # SB3's FloatSchedule takes Python numbers and callables only: np.float32(3e-4) becomes 3e-4
+        learning_rate, clip_range, clip_range_vf = (
+            float(value) if isinstance(value, numbers.Real) else value for value in (learning_rate, clip_range, clip_range_vf)
+        )
 
         super().__init__(
             policy,
@@ -370,6 +375,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        self._schedule_value("clip_range", self.clip_range)
+        self._schedule_value("clip_range_vf", self.clip_range_vf)
+
+    def _setup_lr_schedule(self) -> None:
+        super()._setup_lr_schedule()
+        # Checked here, before the optimizer is built with its first value, and at every update
+        self._schedule_value("learning_rate", self.lr_schedule)
 
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)
@@ -457,13 +469,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                     "sb3_apo.common.buffers.DistributionParamsMixin); give one: load(path, rollout_buffer_class=...)."
                 )
         clip_range = inspect.signature(cls.__init__).parameters.get("clip_range")
-        if clip_range is not None and clip_range.default is not None and kwargs.get("clip_range") is None:
-            if "clip_range" in data and data["clip_range"] is None:
-                raise HyperparameterError(
-                    f"{cls.__name__} needs a `clip_range`, but the model in {_archive_name(path)} has none "
-                    f"(clip_range=None, PPOPenalty's default); give one: {cls.__name__}.load(path, "
-                    f"clip_range={clip_range.default!r})."
-                )
+        needs_clip_range = clip_range is not None and clip_range.default is not None
+        if needs_clip_range and "clip_range" in data and data["clip_range"] is None and kwargs.get("clip_range") is None:
+            raise HyperparameterError(
+                f"{cls.__name__} needs a `clip_range`, but the model in {_archive_name(path)} has none "
+                f"(clip_range=None, PPOPenalty's default); give one: {cls.__name__}.load(path, "
+                f"clip_range={clip_range.default!r})."
+            )
         model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **{**overrides, **kwargs})
         for name in foreign:
             vars(model).pop(name, None)
