@@ -141,6 +141,18 @@ def test_one_sample_minibatches_without_normalisation_train_as_in_ppo(algo):
     algo("MlpPolicy", "CartPole-v1", n_steps=1, batch_size=1, n_epochs=1, normalize_advantage=False).learn(4)
 
 
+def tuple_action_env() -> gym.Env:
+    env = gym.Wrapper(gym.make("CartPole-v1"))
+    env.action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+    return env
+
+
+@pytest.mark.parametrize(("algo", "env_id"), [(PPO, None), (APO, None), (SupportAPO, "Pendulum-v1")])
+def test_unsupported_action_space_is_an_assertion_error_as_in_ppo(algo, env_id):
+    with pytest.raises(AssertionError):
+        algo("MlpPolicy", tuple_action_env() if env_id is None else env_id)
+
+
 # --------------------------------------------------------------------------- #
 # Loading SB3 PPO's models and the other algorithms'
 # --------------------------------------------------------------------------- #

@@ -188,7 +188,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: The learning rate, or a schedule of the remaining progress (from 1 to 0)
     :param n_steps: The number of steps to run for each environment per update
-    :param batch_size: Minibatch size
+    :param batch_size: Minibatch size (as in SB3's ``PPO``, one that does not divide ``n_steps * n_envs``,
+        or exceeds it, gives a warning)
     :param n_epochs: Number of epochs when optimizing the loss
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
@@ -339,7 +340,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             warnings.warn(
                 f"`batch_size`={self.batch_size} is larger than the rollout (`n_steps * n_envs` = {rollout_size}, "
                 f"n_steps={self.n_steps}, n_envs={env.num_envs}): each epoch is one minibatch of {rollout_size} samples.",
-                stacklevel=3,
+                stacklevel=4,  # the line that built the model (through a subclass constructor)
             )
         elif rollout_size % self.batch_size:
             warnings.warn(
@@ -347,13 +348,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 f"n_steps={self.n_steps}, n_envs={env.num_envs}): after every {rollout_size // self.batch_size} "
                 f"untruncated mini-batches, there will be a truncated mini-batch of size {rollout_size % self.batch_size}. "
                 "We recommend a `batch_size` that is a factor of `n_steps * n_envs`.",
-                stacklevel=3,
+                stacklevel=4,  # the line that built the model (through a subclass constructor)
             )
 
     def _check_action_space(self) -> None:
         if not isinstance(self.action_space, self.supported_action_spaces):
             accepted = ", ".join(space.__name__ for space in self.supported_action_spaces)
-            raise ValueError(
+            raise HyperparameterError(  # an AssertionError too, as SB3's check of the action space
                 f"{type(self).__name__} does not support the action space {self.action_space!r}; "
                 f"the accepted action spaces are {accepted}."
             )
@@ -434,10 +435,10 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         differs between the saving class and this one follows four rules:
 
         - **Own hyperparameters** (:meth:`own_hyperparameters`, e.g. APO's ``anchor_coef``, PPOPenalty's
-          ``kl_coef``) come from the archive only when it was saved by an algorithm with the same own
-          hyperparameters (this class, or one whose own hyperparameters the archive holds no more of);
-          otherwise, or when the archive lacks one, they take this class's defaults. Other algorithms'
-          own hyperparameters in the archive are dropped.
+          ``kl_coef``) come from the archive only when it was saved by this algorithm, that is when it holds
+          at least as many of this class's own hyperparameters as of any other algorithm's of the family
+          (SupportAPO's ``kl_coef`` is not PPOPenalty's); otherwise, and where the archive lacks one, they
+          take this class's defaults. Other algorithms' own hyperparameters in the archive are dropped.
         - **State dicts** the archive holds and this class has no object for (SupportAPO's
           ``reference_policy``) are skipped with a warning (:meth:`set_parameters`).
         - **rollout_buffer_class**: a buffer class of SB3 or of this package (chosen automatically by the

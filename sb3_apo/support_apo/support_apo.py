@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_apo.common.checks import check_bool, check_choice, check_range
+from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range
 from sb3_apo.common.distributions import CategoricalMath
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate, read_archive
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
@@ -237,12 +237,12 @@ class SupportAPO(PPOFamilyAlgorithm):
         if rollout_buffer_class is not None and not (
             isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, ReferenceParamsMixin)
         ):
-            raise ValueError(
+            raise HyperparameterError(
                 "`rollout_buffer_class` must also store the reference's parameters (a subclass of "
                 f"sb3_apo.support_apo.buffers.ReferenceParamsMixin), or be None; got {rollout_buffer_class!r}."
             )
         if reference is not None and not isinstance(reference, (str, os.PathLike)):
-            raise ValueError(f"`reference` must be None or the path of a saved model or policy, got {reference!r}.")
+            raise HyperparameterError(f"`reference` must be None or the path of a saved model or policy, got {reference!r}.")
         super().__init__(
             policy,
             env,
