@@ -171,8 +171,8 @@ def archives(tmp_path_factory):
     return {name: folder / f"{name}.zip" for name in models}
 
 
-def continue_training(algo, path, **kwargs):
-    model = algo.load(path, env=gym.make("CartPole-v1"), **kwargs)
+def continue_training(algo, path, env_id="CartPole-v1", **kwargs):
+    model = algo.load(path, env=gym.make(env_id), **kwargs)
     policy_before = [parameter.clone() for parameter in model.policy.parameters()]
     model.learn(32, reset_num_timesteps=False)
     assert model.num_timesteps == 64
@@ -190,6 +190,14 @@ def test_continue_from_an_sb3_ppo_model(algo, archives):
     if algo is SupportAPO:
         assert isinstance(model.rollout_buffer, ReferenceParamsMixin)
         assert model._reference_ready  # the reference is the PPO policy as learn() started
+
+
+@pytest.mark.parametrize("algo", [APO, PPOPenalty, SPO])
+def test_continue_from_an_sb3_ppo_model_with_box_actions(algo, tmp_path):
+    # the APO.load("ppo_hopper.zip", env=env).learn(...), on a small Box task
+    PPO("MlpPolicy", "Pendulum-v1", **SMALL).learn(32).save(tmp_path / "ppo_pendulum")
+    model = continue_training(algo, tmp_path / "ppo_pendulum.zip", env_id="Pendulum-v1")
+    assert np.isfinite(model.logger.name_to_value["train/anchor_ratio_max"])
 
 
 def test_apo_needs_a_clip_range_that_a_ppo_penalty_model_lacks(archives):

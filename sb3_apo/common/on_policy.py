@@ -135,7 +135,9 @@ def _archive_name(path: str | pathlib.Path | io.BufferedIOBase) -> str:
 
 
 def read_archive(
-    path: str | pathlib.Path | io.BufferedIOBase, custom_objects: dict[str, Any] | None = None
+    path: str | pathlib.Path | io.BufferedIOBase,
+    custom_objects: dict[str, Any] | None = None,
+    device: th.device | str = "cpu",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     The data and the parameters of a model archive written by ``model.save()``, read with SB3's
@@ -143,10 +145,11 @@ def read_archive(
 
     :param path: the archive (the ``.zip`` suffix may be left out), or a file object
     :param custom_objects: objects to use instead of the archive's, as in ``load()``
+    :param device: where to load the parameters
     :return: the archive's data (the model's attributes) and its parameters (the state dicts)
     """
     try:
-        data, params, _ = load_from_zip_file(path, device="cpu", custom_objects=custom_objects)
+        data, params, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
         raise ValueError(
             f"Cannot load {_archive_name(path)}: it is not a readable model archive written by model.save() "

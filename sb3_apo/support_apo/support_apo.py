@@ -58,7 +58,7 @@ def load_policy_state_dict(path: str | os.PathLike[str], device: th.device | str
             f"No reference policy at {str(path)!r}: give a model saved by model.save() or model.policy.save()."
         )
     if _is_sb3_archive(path):
-        _, params = read_archive(path)
+        _, params = read_archive(path, device=device)
         return params["policy"]
     try:
         saved = th.load(path, map_location=device, weights_only=False)
@@ -177,7 +177,9 @@ class SupportAPO(PPOFamilyAlgorithm):
     ``model.policy``) is, by default, a snapshot of the policy taken when
     ``learn()`` is first called, so that fine-tuning a pretrained policy anchors
     to it; later ``learn()`` calls keep it, and :meth:`reset_reference` replaces
-    it. It is saved with the model and restored by ``load()``. Its distribution
+    it. It is saved with the model and restored by ``load()``; a model of another
+    algorithm (e.g. SB3's ``PPO``) loaded by ``SupportAPO.load()`` has none, and
+    takes the snapshot when ``learn()`` is next called. Its distribution
     on each rollout is computed once, right after the rollout.
 
     Logs, besides PPO's keys: ``train/safe_mass`` (mean ``pi(TopK_ref(s)|s)``),
