@@ -61,8 +61,9 @@ def test_algorithm_hyperparameters_out_of_range(algo, name, value, accepted):
     assert accepted in str(error.value)
 
 
-def test_minibatch_larger_than_the_rollout():
-    with pytest.raises(ValueError, match=r"`batch_size` must be .* n_steps \* n_envs = 64"):
+def test_minibatch_larger_than_the_rollout_warns_as_in_sb3():
+    # SB3's PPO warns and trains on the whole rollout as one minibatch; so do we.
+    with pytest.warns(UserWarning, match=r"`batch_size`=128 is larger than the rollout \(`n_steps \* n_envs` = 64"):
         APO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=128)
 
 
@@ -99,13 +100,14 @@ class NaNRewardAfter(gym.Wrapper):
         return observation, float("nan") if self.steps >= self.first_bad_step else reward, terminated, truncated, info
 
 
-def test_non_finite_loss_names_the_algorithm_update_and_term():
+def test_non_finite_rewards_name_the_algorithm_update_and_cause():
     model = APO("MlpPolicy", NaNRewardAfter(gym.make("Pendulum-v1"), 40), n_steps=32, batch_size=16, seed=0)
     model.learn(32)  # one healthy update: 10 epochs
     before = {name: value.clone() for name, value in model.policy.state_dict().items()}
-    with pytest.raises(NonFiniteLossError, match="APO: the loss term `policy_gradient_loss` became non-finite") as error:
+    with pytest.raises(NonFiniteLossError, match="APO: the rollout's rewards, returns, advantages are non-finite") as error:
         model.learn(32, reset_num_timesteps=False)
-    assert "at update 11 (epoch 1 of 10, after 64 timesteps)" in str(error.value)
+    assert "at update 11 (after 64 timesteps)" in str(error.value)
+    assert "the environment returned non-finite rewards (first at rollout step 7 of env 0" in str(error.value)
     # the failing update was not applied
     for name, value in model.policy.state_dict().items():
         assert th.equal(value, before[name]), name

@@ -8,7 +8,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_apo.apo.parity import parity_anchors
 from sb3_apo.common.adaptive import adapt_penalty_coef
-from sb3_apo.common.checks import check_choice, check_range
+from sb3_apo.common.checks import HyperparameterError, check_choice, check_range
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 
 #: ``anchor_coef="auto"`` keeps the adapted coefficient within these bounds (our choice): below
@@ -23,7 +23,7 @@ def parse_anchor_coef(anchor_coef: float | str) -> tuple[float, bool]:
 
     :param anchor_coef: the value given by the user
     :return: the initial coefficient, and whether it adapts
-    :raises ValueError: for any other value
+    :raises HyperparameterError: (a ``ValueError``) for any other value
     """
     if isinstance(anchor_coef, str):
         accepted = "a number in [0, inf), 'auto' or 'auto_<initial value>' (e.g. 'auto_0.1')"
@@ -35,7 +35,7 @@ def parse_anchor_coef(anchor_coef: float | str) -> tuple[float, bool]:
         except ValueError:
             value = float("nan")
         if prefix != "auto" or not 0 < value < float("inf"):
-            raise ValueError(f"`anchor_coef` must be {accepted}, with a positive initial value; got {anchor_coef!r}.")
+            raise HyperparameterError(f"`anchor_coef` must be {accepted}, with a positive initial value; got {anchor_coef!r}.")
         return value, True
     check_range("anchor_coef", anchor_coef, 0)
     return float(anchor_coef), False
@@ -107,7 +107,7 @@ class APO(PPOFamilyAlgorithm):
         check_choice("anchor_estimator", anchor_estimator, self.ANCHOR_ESTIMATORS)
         check_choice("anchor_mode", anchor_mode, self.ANCHOR_MODES)
         if anchor_mode == "parity" and anchor_estimator != "sample":
-            raise ValueError(
+            raise HyperparameterError(
                 "`anchor_estimator` applies to anchor_mode='chi2'; the parity loss has no exact form: "
                 f"use anchor_estimator='sample' with anchor_mode='parity', got {anchor_estimator!r}."
             )

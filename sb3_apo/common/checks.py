@@ -1,8 +1,32 @@
-"""Validation of hyperparameters: every failure names the parameter and what it accepts."""
+"""
+Validation of hyperparameters: every failure names the parameter and what it accepts.
+
+Every failure raises :class:`HyperparameterError`, a ``ValueError`` that is also an
+``AssertionError``: SB3's ``PPO`` checks some hyperparameters with ``assert`` (a
+``batch_size`` of 1 with advantage normalisation, a rollout of one sample, a
+non-positive ``clip_range_vf``), so code written against it, which catches
+``AssertionError``, keeps working.
+"""
 
 import math
-from collections.abc import Iterable
+import numbers
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import numpy as np
+
+
+class HyperparameterError(ValueError, AssertionError):
+    """
+    An invalid hyperparameter. A ``ValueError``, and an ``AssertionError`` like the
+    ``assert`` checks of SB3's ``PPO``, so that ``except AssertionError`` written for
+    ``PPO`` catches it too.
+    """
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (Python's or numpy's), booleans excluded."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def check_range(
@@ -18,7 +42,11 @@ def check_range(
     allow_schedule: bool = False,
 ) -> None:
     """
-    Raise ``ValueError`` unless ``value`` lies in the interval from ``low`` to ``high``.
+    Raise :class:`HyperparameterError` unless ``value`` lies in the interval from ``low`` to ``high``.
+
+    Any real number type is accepted (``int``, ``float``, numpy's scalars such as
+    ``np.float32``), and where an integer is expected any integral type
+    (``int``, ``np.int64``, any :class:`numbers.Integral`); booleans are not numbers here.
 
     :param name: the public name of the parameter, quoted in the error
     :param value: the value given by the user
@@ -39,17 +67,56 @@ def check_range(
     kind = "an integer" if integer else "a number"
     extras = [text for text, allowed in (("None", allow_none), ("a schedule", allow_schedule)) if allowed]
     accepted = " or ".join([f"{kind} in {interval}", *extras])
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not numeric or (integer and not float(value).is_integer()) or math.isnan(value):
-        raise ValueError(f"`{name}` must be {accepted}, got {value!r}.")
+    valid_type = _is_number(value) and (isinstance(value, numbers.Integral) or not integer)
+    if not valid_type or math.isnan(value):
+        raise HyperparameterError(f"`{name}` must be {accepted}, got {value!r}.")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:
-        raise ValueError(f"`{name}` must be {accepted}, got {value!r}.")
+        raise HyperparameterError(f"`{name}` must be {accepted}, got {value!r}.")
+
+
+def check_bool(name: str, value: Any) -> None:
+    """
+    Raise :class:`HyperparameterError` unless ``value`` is a boolean (``bool`` or ``np.bool_``).
+
+    Strings such as ``"false"`` are refused: ``bool("false")`` is ``True``.
+
+    :param name: the public name of the parameter, quoted in the error
+    :param value: the value given by the user
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise HyperparameterError(f"`{name}` must be True or False, got {value!r}.")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    """Raise :class:`HyperparameterError` unless ``value`` is one of ``choices``."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(repr(choice) for choice in choices)}, got {value!r}.")
+        raise HyperparameterError(f"`{name}` must be one of {', '.join(repr(choice) for choice in choices)}, got {value!r}.")
+
+
+def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_remaining: float) -> float:
+    """
+    Evaluate a schedule and raise :class:`HyperparameterError` unless it gives a finite number >= 0.
+
+    A constant given for a scheduled parameter is a schedule too (SB3 wraps it), so
+    the check covers both. 0 is accepted: linear schedules reach it at the end of training.
+
+    :param name: the public name of the scheduled parameter, quoted in the error
+    :param schedule: the schedule, a function of the remaining progress (from 1 to 0)
+    :param progress_remaining: where to evaluate it
+    :return: the schedule's value, as a ``float``
+    """
+    try:
+        value = schedule(progress_remaining)
+    except (TypeError, ValueError) as error:  # e.g. SB3's FloatSchedule calling float() on a string
+        raise HyperparameterError(
+            f"The schedule of `{name}` must return a number, but failed at remaining progress {progress_remaining:g}: {error}"
+        ) from error
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise HyperparameterError(
+            f"The schedule of `{name}` must return a finite number in [0, inf), got {value!r} at remaining "
+            f"progress {progress_remaining:g}."
+        )
+    return float(value)

@@ -9,10 +9,20 @@ its policy objective, :meth:`PPOFamilyAlgorithm.policy_loss`, and keeps its
 own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 """
 
+import contextlib
 import functools
+import inspect
+import io
 import multiprocessing as mp
+import numbers
+import os
+import pathlib
+import pickle
 import time
+import warnings
+import zipfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -24,6 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -38,7 +49,7 @@ from sb3_apo.common.async_rollouts import (
     vtrace,
 )
 from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
-from sb3_apo.common.checks import check_choice, check_range
+from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
 from sb3_apo.common.diagnostics import UpdateDiagnostics
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -51,10 +62,19 @@ SelfPPOFamilyAlgorithm = TypeVar("SelfPPOFamilyAlgorithm", bound="PPOFamilyAlgor
 
 class NonFiniteLossError(ValueError):
     """
-    A loss term or the gradient became inf or NaN; the update was not applied.
+    A loss term or the gradient became inf or NaN, or the rollout's rewards,
+    values, returns or advantages are; the update was not applied. Its message
+    names the cause and the advice that fits it.
 
     It is a ``ValueError`` so that rl-zoo3's Optuna objective prunes the trial
     instead of stopping the whole study.
+    """
+
+
+class NonFiniteObservationError(ValueError):
+    """
+    The environment returned an observation with inf or NaN, which the policy
+    cannot act on. A ``ValueError``, like :class:`NonFiniteLossError`.
     """
 
 
@@ -113,9 +133,53 @@ class Minibatch:
         return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
 
 
+def _archive_name(path: str | pathlib.Path | io.BufferedIOBase) -> str:
+    return repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else repr(path)
+
+
+def read_archive(
+    path: str | pathlib.Path | io.BufferedIOBase,
+    custom_objects: dict[str, Any] | None = None,
+    device: th.device | str = "cpu",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    The data and the parameters of a model archive written by ``model.save()``, read with SB3's
+    ``load_from_zip_file``; an unreadable file raises ``ValueError`` naming it.
+
+    :param path: the archive (the ``.zip`` suffix may be left out), or a file object
+    :param custom_objects: objects to use instead of the archive's, as in ``load()``
+    :param device: where to load the parameters
+    :return: the archive's data (the model's attributes) and its parameters (the state dicts)
+    """
+    try:
+        data, params, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"Cannot load {_archive_name(path)}: it is not a readable model archive written by model.save() "
+            f"(the file is corrupted, truncated or of another kind): {error}"
+        ) from error
+    if not data or not params or "policy" not in params:
+        missing = "model data" if not data else "policy parameters"
+        raise ValueError(
+            f"Cannot load {_archive_name(path)}: the archive holds no {missing} (the file is corrupted or truncated, "
+            "or it was not written by model.save())."
+        )
+    return data, params
+
+
 def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
     """PPO-clip: ``-mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``."""
     return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+
+
+def _family_classes() -> list[type["PPOFamilyAlgorithm"]]:
+    """Every subclass of :class:`PPOFamilyAlgorithm` defined so far, at any depth."""
+    classes, parents = [], [PPOFamilyAlgorithm]
+    while parents:
+        for klass in parents.pop().__subclasses__():
+            classes.append(klass)
+            parents.append(klass)
+    return classes
 
 
 class PPOFamilyAlgorithm(OnPolicyAlgorithm):
@@ -130,7 +194,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: The learning rate, or a schedule of the remaining progress (from 1 to 0)
     :param n_steps: The number of steps to run for each environment per update
-    :param batch_size: Minibatch size
+    :param batch_size: Minibatch size (as in SB3's ``PPO``, one that does not divide ``n_steps * n_envs``,
+        or exceeds it, gives a warning)
     :param n_epochs: Number of epochs when optimizing the loss
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
@@ -210,6 +275,8 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        check_bool("normalize_advantage", normalize_advantage)
+        check_bool("use_sde", use_sde)
         check_range("learning_rate", learning_rate, 0, low_open=True, allow_schedule=True)
         check_range("n_steps", n_steps, 1, integer=True)
         check_range("batch_size", batch_size, 2 if normalize_advantage else 1, integer=True)
@@ -227,15 +294,20 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         check_range("max_policy_lag", max_policy_lag, 0, integer=True)
         check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
         check_choice("value_targets", value_targets, ("gae", "vtrace"))
-        if not isinstance(async_rollouts, bool):
-            raise ValueError(f"`async_rollouts` must be True or False, got {async_rollouts!r}.")
+        check_bool("async_rollouts", async_rollouts)
         if async_rollouts and "fork" not in mp.get_all_start_methods():
-            raise ValueError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
-        if rollout_buffer_class is not None and not issubclass(rollout_buffer_class, DistributionParamsMixin):
-            raise ValueError(
+            raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
+        if rollout_buffer_class is not None and not (
+            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, DistributionParamsMixin)
+        ):
+            raise HyperparameterError(
                 f"`rollout_buffer_class` must store distribution parameters (a subclass of "
                 f"sb3_apo.common.buffers.DistributionParamsMixin), or be None; got {rollout_buffer_class!r}."
             )
+        # SB3's FloatSchedule takes Python numbers and callables only: np.float32(3e-4) becomes 3e-4
+        learning_rate, clip_range, clip_range_vf = (
+            float(value) if isinstance(value, numbers.Real) else value for value in (learning_rate, clip_range, clip_range_vf)
+        )
 
         super().__init__(
             policy,
@@ -282,17 +354,38 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             self._setup_model()
 
     def _check_batch_size(self, env: VecEnv) -> None:
+        """
+        SB3's ``PPO`` checks: a rollout of one sample cannot have its advantages normalised
+        (an error, also an ``AssertionError`` as in ``PPO``); a rollout that is not a multiple
+        of ``batch_size`` ends each epoch with a smaller minibatch, and a ``batch_size``
+        larger than the rollout trains on the whole rollout at once (warnings, as in ``PPO``).
+        """
         rollout_size = self.n_steps * env.num_envs
+        if self.normalize_advantage and rollout_size < 2:
+            raise HyperparameterError(
+                f"`n_steps * n_envs` must be at least 2 with normalize_advantage=True (the advantages of a one-sample "
+                f"rollout cannot be normalised), got n_steps={self.n_steps} and n_envs={env.num_envs}; "
+                "raise n_steps or pass normalize_advantage=False."
+            )
         if self.batch_size > rollout_size:
-            raise ValueError(
-                f"`batch_size` must be an integer in [{2 if self.normalize_advantage else 1}, n_steps * n_envs = "
-                f"{rollout_size}] (a minibatch cannot be larger than the rollout), got {self.batch_size}."
+            warnings.warn(
+                f"`batch_size`={self.batch_size} is larger than the rollout (`n_steps * n_envs` = {rollout_size}, "
+                f"n_steps={self.n_steps}, n_envs={env.num_envs}): each epoch is one minibatch of {rollout_size} samples.",
+                stacklevel=4,  # the line that built the model (through a subclass constructor)
+            )
+        elif rollout_size % self.batch_size:
+            warnings.warn(
+                f"`batch_size`={self.batch_size} does not divide the rollout (`n_steps * n_envs` = {rollout_size}, "
+                f"n_steps={self.n_steps}, n_envs={env.num_envs}): after every {rollout_size // self.batch_size} "
+                f"untruncated mini-batches, there will be a truncated mini-batch of size {rollout_size % self.batch_size}. "
+                "We recommend a `batch_size` that is a factor of `n_steps * n_envs`.",
+                stacklevel=4,  # the line that built the model (through a subclass constructor)
             )
 
     def _check_action_space(self) -> None:
         if not isinstance(self.action_space, self.supported_action_spaces):
             accepted = ", ".join(space.__name__ for space in self.supported_action_spaces)
-            raise ValueError(
+            raise HyperparameterError(  # an AssertionError too, as SB3's check of the action space
                 f"{type(self).__name__} does not support the action space {self.action_space!r}; "
                 f"the accepted action spaces are {accepted}."
             )
@@ -314,6 +407,13 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        self._schedule_value("clip_range", self.clip_range)
+        self._schedule_value("clip_range_vf", self.clip_range_vf)
+
+    def _setup_lr_schedule(self) -> None:
+        super()._setup_lr_schedule()
+        # Checked here, before the optimizer is built with its first value, and at every update
+        self._schedule_value("learning_rate", self.lr_schedule)
 
     def set_random_seed(self, seed: int | None = None) -> None:
         super().set_random_seed(seed)
@@ -336,11 +436,127 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             "_policy_version",
         ]
 
+    # ------------------------------------------------------------------ #
+    # Loading models of other algorithms
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def own_hyperparameters(cls) -> dict[str, Any]:
+        """
+        The hyperparameters of this class that :class:`PPOFamilyAlgorithm` (SB3's ``PPO``) does not have,
+        e.g. APO's ``anchor_coef``, with their defaults: the keyword parameters of the constructors
+        between this class and ``PPOFamilyAlgorithm``.
+        """
+        shared = inspect.signature(PPOFamilyAlgorithm.__init__).parameters
+        own: dict[str, Any] = {}
+        for klass in cls.__mro__[: cls.__mro__.index(PPOFamilyAlgorithm)]:
+            if "__init__" not in vars(klass):
+                continue
+            for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                keyword = parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+                if keyword and name not in shared:
+                    own.setdefault(name, parameter.default)
+        return own
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfPPOFamilyAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfPPOFamilyAlgorithm:
+        """
+        Load a model saved by ``save()``, to predict or to continue training: SB3's ``load``, which
+        also accepts the models of SB3's ``PPO`` and of the other algorithms of this package. What
+        differs between the saving class and this one follows four rules:
+
+        - **Own hyperparameters** (:meth:`own_hyperparameters`, e.g. APO's ``anchor_coef``, PPOPenalty's
+          ``kl_coef``) come from the archive only when it was saved by this algorithm, that is when it holds
+          at least as many of this class's own hyperparameters as of any other algorithm's of the family
+          (SupportAPO's ``kl_coef`` is not PPOPenalty's); otherwise, and where the archive lacks one, they
+          take this class's defaults. Other algorithms' own hyperparameters in the archive are dropped.
+        - **State dicts** the archive holds and this class has no object for (SupportAPO's
+          ``reference_policy``) are skipped with a warning (:meth:`set_parameters`).
+        - **rollout_buffer_class**: a buffer class of SB3 or of this package (chosen automatically by the
+          saving class) is chosen again for this class; a class of your own must store distribution
+          parameters (:class:`~sb3_apo.common.buffers.DistributionParamsMixin`).
+        - **clip_range**: a class that needs one (its default is not ``None``) refuses an archive saved
+          with ``clip_range=None`` (PPOPenalty's default), naming it; give one: ``load(path, clip_range=0.2)``.
+
+        An unreadable file raises ``ValueError`` naming it. The other parameters are SB3's
+        (``BaseAlgorithm.load``); ``kwargs`` override the archive's attributes, as in SB3.
+        """
+        data, _ = read_archive(path, custom_objects)
+        keys, own = set(data), cls.own_hyperparameters()
+        family = [cls, *_family_classes()]
+        held = {klass: len(keys & klass.own_hyperparameters().keys()) for klass in family}
+        overrides: dict[str, Any] = {}
+        if held[cls] < max(held.values()):  # saved by another algorithm: none of its values is ours
+            overrides.update({name: default for name, default in own.items() if name in keys})
+        foreign = keys & ({name for klass in family for name in klass.own_hyperparameters()} - own.keys())
+
+        saved_buffer = data.get("rollout_buffer_class")
+        if saved_buffer is not None and "rollout_buffer_class" not in kwargs:
+            if saved_buffer.__module__.split(".")[0] in ("stable_baselines3", "sb3_apo"):
+                overrides["rollout_buffer_class"] = None  # _setup_model() chooses this class's
+            elif not issubclass(saved_buffer, DistributionParamsMixin):
+                raise HyperparameterError(
+                    f"{cls.__name__} cannot continue from {_archive_name(path)}: its `rollout_buffer_class` "
+                    f"{saved_buffer!r} does not store distribution parameters (a subclass of "
+                    "sb3_apo.common.buffers.DistributionParamsMixin); give one: load(path, rollout_buffer_class=...)."
+                )
+        clip_range = inspect.signature(cls.__init__).parameters.get("clip_range")
+        needs_clip_range = clip_range is not None and clip_range.default is not None
+        if needs_clip_range and "clip_range" in data and data["clip_range"] is None and kwargs.get("clip_range") is None:
+            raise HyperparameterError(
+                f"{cls.__name__} needs a `clip_range`, but the model in {_archive_name(path)} has none "
+                f"(clip_range=None, PPOPenalty's default); give one: {cls.__name__}.load(path, "
+                f"clip_range={clip_range.default!r})."
+            )
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **{**overrides, **kwargs})
+        for name in foreign:
+            vars(model).pop(name, None)
+        return model  # type: ignore[return-value]
+
+    def set_parameters(
+        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        """
+        SB3's ``set_parameters``, except that the state dicts of objects this model does not have
+        (another algorithm's, e.g. SupportAPO's ``reference_policy``) are skipped with a warning
+        instead of refused, so that ``load()`` accepts the models of the other algorithms.
+        """
+        params = self._parameters_to_set(load_path_or_dict, device)
+        skipped = []
+        for name in params:
+            try:
+                recursive_getattr(self, name)
+            except AttributeError:
+                skipped.append(name)
+        if skipped:
+            warnings.warn(
+                f"{type(self).__name__} has no {', '.join(skipped)}: skipped the saved state of "
+                f"{'it' if len(skipped) == 1 else 'them'} (saved by another algorithm).",
+                stacklevel=2,
+            )
+        super().set_parameters({name: value for name, value in params.items() if name not in skipped}, exact_match, device)
+
+    @staticmethod
+    def _parameters_to_set(load_path_or_dict: str | dict[str, Any], device: th.device | str) -> dict[str, Any]:
+        """The state dicts that ``set_parameters`` is given, read from the archive if it is given a path."""
+        if isinstance(load_path_or_dict, dict):
+            return load_path_or_dict
+        return load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1]
+
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
-        if self.async_rollouts:
-            complete = self._receive_rollout(env, callback, rollout_buffer)
-        else:
-            complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
+        with self._explain_non_finite_observations():
+            if self.async_rollouts:
+                complete = self._receive_rollout(env, callback, rollout_buffer)
+            else:
+                complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
             self._after_rollout(rollout_buffer)
         return complete
@@ -498,10 +714,11 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
     # ------------------------------------------------------------------ #
     def train(self) -> None:
         """Update the policy on the rollout buffer, as SB3's ``PPO.train()`` does, with ``policy_loss()``."""
+        self._check_rollout_is_finite()
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = None if self.clip_range is None else self.clip_range(self._current_progress_remaining)
-        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        clip_range = self._schedule_value("clip_range", self.clip_range)
+        clip_range_vf = self._schedule_value("clip_range_vf", self.clip_range_vf)
 
         logs: dict[str, list[float]] = defaultdict(list)
         continue_training = True
@@ -626,11 +843,72 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         return diagnostics.as_dict()
 
     def _non_finite_message(self, term: str, epoch: int) -> str:
+        # _check_rollout_is_finite() has passed: the data are finite, so the optimisation itself blew up.
         return (
             f"{type(self).__name__}: the {term} became non-finite (inf or NaN) at update {self._n_updates + 1} "
             f"(epoch {epoch + 1} of {self.n_epochs}, after {self.num_timesteps} timesteps); the update was not "
-            "applied. Lower the learning rate or the loss coefficients."
+            "applied. The rollout's data are finite, so the update diverged: lower the learning rate or the loss "
+            "coefficients."
         )
+
+    def _check_rollout_is_finite(self) -> None:
+        """
+        Raise :class:`NonFiniteLossError` naming the cause when the rollout's rewards, values, returns
+        or advantages hold inf or NaN: one pass over the buffer's arrays per update, before any minibatch.
+        """
+        buffer = self.rollout_buffer
+        arrays = {name: getattr(buffer, name) for name in ("rewards", "values", "returns", "advantages")}
+        bad = [name for name, array in arrays.items() if not np.isfinite(array).all()]
+        if not bad:
+            return
+        if "rewards" in bad:
+            steps = np.argwhere(~np.isfinite(buffer.rewards))
+            cause = (
+                f"the environment returned non-finite rewards (first at rollout step {steps[0][0]} of env {steps[0][1]}, "
+                f"{len(steps)} in all). Fix the environment's reward, or find the step with SB3's VecCheckNan wrapper "
+                "(stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True))."
+            )
+        elif "values" in bad:
+            cause = "the value network's outputs are non-finite, so training diverged: lower the learning rate."
+        else:
+            cause = (
+                f"the rewards are finite but the {' and '.join(bad)} overflowed: the rewards are too large for float32 "
+                "sums; scale them, or normalise them with VecNormalize(env, norm_reward=True)."
+            )
+        raise NonFiniteLossError(
+            f"{type(self).__name__}: the rollout's {', '.join(bad)} are non-finite (inf or NaN) at update "
+            f"{self._n_updates + 1} (after {self.num_timesteps} timesteps); the update was not applied: {cause}"
+        )
+
+    @contextlib.contextmanager
+    def _explain_non_finite_observations(self) -> Iterator[None]:
+        """
+        Turn the error that torch raises when the policy is given inf or NaN observations
+        (``Expected parameter ... found invalid values``) into a :class:`NonFiniteObservationError`
+        that names the cause. Costs nothing unless the rollout fails.
+        """
+        try:
+            yield
+        except ValueError as error:
+            observations = self._last_obs
+            arrays = observations.values() if isinstance(observations, dict) else [observations]
+            numeric = [np.asarray(array) for array in arrays if array is not None]
+            if not any(np.issubdtype(a.dtype, np.number) and not np.isfinite(a).all() for a in numeric):
+                raise
+            raise NonFiniteObservationError(
+                f"{type(self).__name__}: the environment returned non-finite observations (inf or NaN) after "
+                f"{self.num_timesteps} timesteps, which the policy cannot act on. Find the step and the env that "
+                "return them with SB3's VecCheckNan wrapper (stable_baselines3.common.vec_env.VecCheckNan(env, "
+                "raise_exception=True)), and fix the environment (under VecNormalize, check its raw observations)."
+            ) from error
+
+    def _schedule_value(self, name: str, schedule: Schedule | None) -> float | None:
+        """The value of a scheduled hyperparameter now, checked (see :func:`~sb3_apo.common.checks.check_schedule_value`)."""
+        return None if schedule is None else check_schedule_value(name, schedule, self._current_progress_remaining)
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        self._schedule_value("learning_rate", self.lr_schedule)
+        super()._update_learning_rate(optimizers)
 
     def _raise_if_not_finite(self, loss: th.Tensor, terms: dict[str, th.Tensor], epoch: int) -> None:
         if th.isfinite(loss):

@@ -7,7 +7,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_apo.common.adaptive import adapt_penalty_coef
-from sb3_apo.common.checks import check_range
+from sb3_apo.common.checks import check_bool, check_range
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 
 
@@ -54,6 +54,7 @@ class PPOPenalty(PPOFamilyAlgorithm):
         check_range("kl_target", kl_target, 0, low_open=True)
         check_range("kl_tolerance", kl_tolerance, 1, low_open=True)
         check_range("kl_adapt_factor", kl_adapt_factor, 1, low_open=True)
+        check_bool("adaptive_kl", adaptive_kl)
         super().__init__(policy, env, clip_range=clip_range, _init_setup_model=False, **kwargs)
         # beta lives here, not in _setup_model(), which load() calls after restoring it
         self.kl_coef = float(kl_coef)

@@ -7,6 +7,7 @@ Rectification").
 
 import copy
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,12 +17,11 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_apo.common.checks import check_choice, check_range
+from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range
 from sb3_apo.common.distributions import CategoricalMath
-from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
+from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate, read_archive
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
 from sb3_apo.support_apo.manifold import log_mass, mass_log_ratio, top_k_mask
 
@@ -59,11 +59,15 @@ def load_policy_state_dict(path: str | os.PathLike[str], device: th.device | str
             f"No reference policy at {str(path)!r}: give a model saved by model.save() or model.policy.save()."
         )
     if _is_sb3_archive(path):
-        _, params, _ = load_from_zip_file(path, device=device, load_data=False)
-        if not params or "policy" not in params:
-            raise ValueError(f"The model archive {str(path)!r} holds no policy parameters.")
+        _, params = read_archive(path, device=device)
         return params["policy"]
-    saved = th.load(path, map_location=device, weights_only=False)
+    try:
+        saved = th.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as error:
+        raise ValueError(
+            f"Cannot read the reference policy {str(path)!r}: it is neither an SB3 model archive, nor a policy "
+            f"file, nor a state_dict (the file may be corrupted or truncated): {error}"
+        ) from error
     if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):  # BasePolicy.save()
         return saved["state_dict"]
     if isinstance(saved, dict) and saved and all(isinstance(value, th.Tensor) for value in saved.values()):
@@ -174,7 +178,9 @@ class SupportAPO(PPOFamilyAlgorithm):
     ``model.policy``) is, by default, a snapshot of the policy taken when
     ``learn()`` is first called, so that fine-tuning a pretrained policy anchors
     to it; later ``learn()`` calls keep it, and :meth:`reset_reference` replaces
-    it. It is saved with the model and restored by ``load()``. Its distribution
+    it. It is saved with the model and restored by ``load()``; a model of another
+    algorithm (e.g. SB3's ``PPO``) loaded by ``SupportAPO.load()`` has none, and
+    takes the snapshot when ``learn()`` is next called. Its distribution
     on each rollout is computed once, right after the rollout.
 
     Logs, besides PPO's keys: ``train/safe_mass`` (mean ``pi(TopK_ref(s)|s)``),
@@ -227,19 +233,19 @@ class SupportAPO(PPOFamilyAlgorithm):
         check_range("push_coef", push_coef, 0, low_open=True)
         check_range("pull_coef", pull_coef, 0)
         check_range("top_k", top_k, 1, integer=True)
-        check_choice("exclude_sampled", exclude_sampled, (True, False))
+        check_bool("exclude_sampled", exclude_sampled)
         check_range("kl_coef", kl_coef, 0)
         check_choice("kl_mode", kl_mode, KL_MODES)
         check_range("clip_range", clip_range, 0, low_open=True, allow_schedule=True)
         if rollout_buffer_class is not None and not (
             isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, ReferenceParamsMixin)
         ):
-            raise ValueError(
+            raise HyperparameterError(
                 "`rollout_buffer_class` must also store the reference's parameters (a subclass of "
                 f"sb3_apo.support_apo.buffers.ReferenceParamsMixin), or be None; got {rollout_buffer_class!r}."
             )
         if reference is not None and not isinstance(reference, (str, os.PathLike)):
-            raise ValueError(f"`reference` must be None or the path of a saved model or policy, got {reference!r}.")
+            raise HyperparameterError(f"`reference` must be None or the path of a saved model or policy, got {reference!r}.")
         super().__init__(
             policy,
             env,
@@ -302,6 +308,20 @@ class SupportAPO(PPOFamilyAlgorithm):
         if not self._reference_ready:
             self.reset_reference()  # the snapshot taken when learn() starts
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def set_parameters(
+        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        """
+        As :meth:`PPOFamilyAlgorithm.set_parameters`. A complete set (``exact_match=True``) without
+        ``reference_policy`` (a model of another algorithm, e.g. SB3's ``PPO``) sets no reference: it is
+        taken from the policy when ``learn()`` is next called, as for a new model.
+        """
+        params = self._parameters_to_set(load_path_or_dict, device)
+        if exact_match and "reference_policy" not in params:
+            params = {**params, "reference_policy": self.reference_policy.state_dict()}
+            self._reference_ready = False
+        super().set_parameters(params, exact_match, device)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, torch_variables = super()._get_torch_save_params()
