@@ -5,12 +5,10 @@ Everything the benchmark writes is plain text (JSON, CSV, Markdown), so that a
 results folder can be committed, diffed and read without this package.
 """
 
-import csv
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,8 @@ EVALUATIONS_NPZ = "evaluations.npz"
 PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 ZOO_FOLDER = "zoo"
+#: Environment variable in which the grid runner gives its process id to the runs it starts.
+RUNNER_PID_VARIABLE = "SB3_APO_BENCHMARK_RUNNER_PID"
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -109,55 +109,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """
     with open(path, encoding="utf-8") as file:
         return json.load(file)
-
-
-def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """
-    Write a CSV file; ``None`` and non-finite floats become empty cells.
-
-    :param path: the file to write
-    :param header: the column names
-    :param rows: the rows, each as long as ``header``
-    """
-
-    def cell(value: Any) -> Any:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return ""
-        return value
-
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([cell(value) for value in row])
-
-
-def read_csv_columns(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """
-    Read a numeric CSV file (such as SB3's ``progress.csv``) column by column.
-
-    Empty or non-numeric cells become NaN; a row shorter than the header (a
-    file cut off while being written) is padded with NaN.
-
-    :param path: the file to read
-    :return: one float array per column, all of the same length
-    """
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = list(csv.reader(file))
-    if not rows:
-        return {}
-    header, body = rows[0], rows[1:]
-
-    def number(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-
-    columns: dict[str, np.ndarray] = {}
-    for index, name in enumerate(header):
-        columns[name] = np.array([number(row[index]) if index < len(row) else math.nan for row in body], dtype=float)
-    return columns
 
 
 def safe_name(text: str) -> str:

@@ -12,26 +12,28 @@ run starts again from scratch. See ``docs/benchmarks.md`` for every file.
 
 import ast
 import contextlib
-import ctypes
 import datetime
-import fcntl
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
+from tqdm import tqdm
 
 from sb3_apo.benchmark.files import (
     COMMAND_FILE,
@@ -42,6 +44,7 @@ from sb3_apo.benchmark.files import (
     FAILED_FILE,
     FORMAT_VERSION,
     PROGRESS_FILE,
+    RUNNER_PID_VARIABLE,
     SETTINGS_FILE,
     STDOUT_FILE,
     TRAINING_FILE,
@@ -49,7 +52,6 @@ from sb3_apo.benchmark.files import (
     atomic_write_json,
     read_json,
     safe_name,
-    write_csv,
 )
 
 #: The name of the variant without overrides.
@@ -57,22 +59,8 @@ BASE_VARIANT = "base"
 #: Dotted path of the diagnostics callback given to the launcher.
 CALLBACK_PATH = "sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback"
 #: Launcher options the runner sets itself; passing them as extra arguments is an error.
-RESERVED_OPTIONS = (
-    "--algo",
-    "--env",
-    "--seed",
-    "-f",
-    "--log-folder",
-    "-params",
-    "--hyperparams",
-    "-n",
-    "--n-timesteps",
-    "--eval-freq",
-    "--eval-episodes",
-    "--n-eval-envs",
-    "--num-threads",
-    "--verbose",
-)
+RESERVED_OPTIONS = ("--algo", "--env", "--seed", "-f", "--log-folder", "-params", "--hyperparams", "-n", "--n-timesteps")
+RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose")
 LOCK_FILE = ".runner.lock"
 RUNNER_COMMANDS_FILE = "runner_commands.txt"
 
@@ -84,32 +72,31 @@ class GridError(ValueError):
 # ---------------------------------------------------------------------- #
 # What to run
 # ---------------------------------------------------------------------- #
-def split_top_level(text: str, separator: str = ",") -> list[str]:
+def parse_overrides(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """
-    Split ``text`` on ``separator`` outside brackets and quotes, so that
-    ``"a=1,b=dict(x=1, y=2)"`` gives ``["a=1", "b=dict(x=1, y=2)"]``.
+    Split ``NAME`` or ``NAME:key=value,key=value`` into the name and its overrides; a value is a
+    Python expression (``n_epochs=50``, ``anchor_mode='parity'``, ``policy_kwargs=dict(net_arch=[64, 64])``),
+    kept as its text. Python's parser reads the overrides as the keyword arguments of a call.
 
-    :param text: the text to split
-    :param separator: a one-character separator
+    :param text: the text, as given on the command line
+    :return: the name and the ``(key, value)`` pairs
+    :raises GridError: on a malformed name or override
     """
-    parts, depth, quote, current = [], 0, "", []
-    for char in text:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == separator and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return [part.strip() for part in parts if part.strip()]
+    name, _, overrides = text.partition(":")
+    name = name.strip()
+    if not name or not (name[0].isalnum() and all(char.isalnum() or char in "._+-" for char in name)):
+        raise GridError(f"Bad name {name!r} in {text!r}: use letters, digits, '.', '_', '+' or '-'.")
+    source = f"f({overrides})"
+    try:
+        call = ast.parse(source, mode="eval").body
+    except SyntaxError as error:
+        raise GridError(f"Bad overrides in {text!r}: {error.msg}; expected key=value,... with Python values.") from error
+    if not isinstance(call, ast.Call) or call.args or any(keyword.arg is None for keyword in call.keywords):
+        raise GridError(f"Bad overrides in {text!r}: expected key=value,... with Python values.")
+    keys = [keyword.arg for keyword in call.keywords]
+    if len(set(keys)) < len(keys):
+        raise GridError(f"Bad overrides in {text!r}: a key is given twice.")
+    return name, tuple((str(keyword.arg), str(ast.get_source_segment(source, keyword.value))) for keyword in call.keywords)
 
 
 @dataclass(frozen=True)
@@ -133,34 +120,14 @@ class Variant:
         :param text: the variant, as given on the command line
         :raises GridError: on a malformed variant
         """
-        name, _, overrides = text.partition(":")
-        name = name.strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
-            raise GridError(f"Bad variant name {name!r} in {text!r}: use letters, digits, '.', '_', '+' or '-'.")
-        params = []
-        for item in split_top_level(overrides):
-            key, equals, value = item.partition("=")
-            key, value = key.strip(), value.strip()
-            if not equals or not key.isidentifier() or not value:
-                raise GridError(f"Bad override {item!r} in variant {text!r}: expected key=value.")
-            if key == "callback":
-                raise GridError(f"Variant {text!r} sets `callback`, which the runner sets itself.")
-            try:
-                ast.parse(value, mode="eval")
-            except SyntaxError as error:
-                raise GridError(f"The value of {key!r} in variant {text!r} is not a Python expression: {value!r}.") from error
-            params.append((key, value))
+        name, params = parse_overrides(text)
+        if any(key == "callback" for key, _ in params):
+            raise GridError(f"Variant {text!r} sets `callback`, which the runner sets itself.")
         if name == BASE_VARIANT and params:
             raise GridError(f"The variant name {BASE_VARIANT!r} is reserved for the runs without overrides.")
         if name != BASE_VARIANT and not params:
             raise GridError(f"Variant {text!r} has no overrides; write it NAME:key=value,...")
-        return cls(name, tuple(params))
-
-    def describe(self) -> str:
-        """The variant as it is written on the command line."""
-        if not self.params:
-            return self.name
-        return f"{self.name}:" + ",".join(f"{key}={value}" for key, value in self.params)
+        return cls(name, params)
 
 
 @dataclass(frozen=True)
@@ -330,14 +297,25 @@ def _evaluations(zoo_run: Path, folder: Path) -> dict[str, Any] | None:
         timesteps, results, lengths = data["timesteps"], np.asarray(data["results"], float), data["ep_lengths"]
     if len(timesteps) == 0:
         return None
-    rows = [
-        (int(t), float(np.mean(r)), float(np.std(r)), float(np.min(r)), float(np.max(r)), float(np.mean(n)), len(r))
-        for t, r, n in zip(timesteps, results, lengths)
-    ]
-    header = ("timesteps", "mean_return", "std_return", "min_return", "max_return", "mean_ep_length", "n_episodes")
-    write_csv(folder / EVALUATIONS_CSV, header, rows)
-    last = rows[-1]
-    return {"timesteps": last[0], "mean_return": last[1], "std_return": last[2], "n_episodes": last[6]}
+    table = pd.DataFrame(
+        {
+            "timesteps": timesteps.astype(int),
+            "mean_return": results.mean(axis=1),
+            "std_return": results.std(axis=1),
+            "min_return": results.min(axis=1),
+            "max_return": results.max(axis=1),
+            "mean_ep_length": lengths.mean(axis=1),
+            "n_episodes": results.shape[1],
+        }
+    )
+    table.to_csv(folder / EVALUATIONS_CSV, index=False)
+    last = table.iloc[-1]
+    return {
+        "timesteps": int(last["timesteps"]),
+        "mean_return": float(last["mean_return"]),
+        "std_return": float(last["std_return"]),
+        "n_episodes": int(last["n_episodes"]),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -375,13 +353,6 @@ def _log_tail(path: Path, n_lines: int = 30) -> str:
 # ---------------------------------------------------------------------- #
 # The runner
 # ---------------------------------------------------------------------- #
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to kill the child when the runner dies, so no orphan keeps writing into a run folder."""
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 class _Interrupted(Exception):
     """The runner received SIGTERM or SIGHUP."""
 
@@ -398,22 +369,15 @@ class _Running:
     started: float
 
 
-def _format_duration(seconds: float | None) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 class GridRunner:
     """
-    Run a grid of runs, ``jobs`` at a time, skipping the finished ones.
+    Run a grid of runs, ``jobs`` at a time (a pool of threads, each waiting on one launcher
+    subprocess), skipping the finished ones.
 
     :param runs: the runs of the grid
     :param settings: the grid's settings
     :param jobs: runs in parallel
-    :param status_every: seconds between two status lines (on a terminal, the status line
-        is redrawn every second instead)
+    :param status_every: seconds between two refreshes of the progress bar's list of running runs
     :param out: where progress is printed
     """
 
@@ -435,13 +399,12 @@ class GridRunner:
         self.jobs = jobs
         self.status_every = status_every
         self.out = out
-        self.tty = out.isatty()
-        self.durations: dict[str, list[float]] = {}
         self.failed: list[RunSpec] = []
         self.n_done = 0
-        self._last_status = 0.0
+        self._running: dict[RunSpec, _Running] = {}
+        self._guard = threading.Lock()
+        self._stopping = False
 
-    # -- planning ------------------------------------------------------ #
     def pending(self) -> list[RunSpec]:
         """
         The runs without ``done.json``.
@@ -469,7 +432,6 @@ class GridRunner:
             )
         return pending
 
-    # -- one run ------------------------------------------------------- #
     def _start(self, spec: RunSpec) -> _Running:
         folder = spec.folder(self.settings.results)
         if folder.exists():
@@ -481,22 +443,35 @@ class GridRunner:
         atomic_write_json(folder / SETTINGS_FILE, spec.settings(self.settings))
         env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
         (folder / COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
-        log = open(folder / STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _finish
+        log = open(folder / STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **thread_env},
+            # the run's callback stops it when this process dies (it watches its parent's pid)
+            env={**os.environ, **thread_env, RUNNER_PID_VARIABLE: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C of the runner reaches the runner only; it stops the runs itself
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self._print(f"started  {spec.key}")
         return _Running(spec, process, log, time.monotonic())
 
+    def _execute(self, spec: RunSpec) -> None:
+        """Run one run to its end (in a worker thread) and collect its files."""
+        with self._guard:
+            if self._stopping:
+                return
+            running = self._running[spec] = self._start(spec)
+        running.process.wait()
+        running.log.close()
+        with self._guard:
+            del self._running[spec]
+            if self._stopping:
+                return
+        self._finish(running)
+
     def _finish(self, running: _Running) -> None:
         spec, folder = running.spec, running.spec.folder(self.settings.results)
-        running.log.close()
         wall_time = time.monotonic() - running.started
         rc = running.process.returncode
         problem = None
@@ -520,12 +495,10 @@ class GridRunner:
                 folder / FAILED_FILE,
                 {"settings": spec.settings(self.settings), "returncode": rc, "problem": problem, "wall_time_s": wall_time},
             )
-            tail = _log_tail(folder / STDOUT_FILE)
-            self._print(f"FAILED   {spec.key}: {problem}; see {folder / STDOUT_FILE}\n{tail}")
+            self._print(f"FAILED   {spec.key}: {problem}; see {folder / STDOUT_FILE}\n{_log_tail(folder / STDOUT_FILE)}")
             return
         self.n_done += 1
-        self.durations.setdefault(spec.env, []).append(wall_time)
-        self._print(f"finished {spec.key} in {_format_duration(wall_time)}")
+        self._print(f"finished {spec.key} in {datetime.timedelta(seconds=round(wall_time))}")
 
     def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
         zoo_run = _zoo_run_folder(folder)
@@ -568,139 +541,95 @@ class GridRunner:
         )
         return None
 
-    # -- progress ------------------------------------------------------ #
     def _print(self, message: str) -> None:
-        stamp = datetime.datetime.now().strftime("%H:%M:%S")
-        if self.tty:
-            self.out.write("\r\033[K")
-        self.out.write(f"[{stamp}] {message}\n")
-        self.out.flush()
+        tqdm.write(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=self.out)
 
-    def _fraction(self, running: _Running) -> float | None:
-        try:
-            progress = read_json(running.spec.folder(self.settings.results) / PROGRESS_FILE)
-            return progress["timesteps"] / progress["total_timesteps"] if progress["total_timesteps"] else None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _eta(self, queue: Sequence[RunSpec], running: dict[int, _Running]) -> float | None:
-        """Remaining seconds: per-env mean duration of the runs finished so far, else what running runs project."""
-        now = time.monotonic()
-        fractions = {pid: self._fraction(run) for pid, run in running.items()}
-        projected: dict[str, list[float]] = {}
-        for pid, run in running.items():
-            fraction = fractions[pid]
-            if fraction is not None and fraction >= 0.02:
-                projected.setdefault(run.spec.env, []).append((now - run.started) / fraction)
-        every = [d for values in (self.durations or projected).values() for d in values]
-        if not every:
-            return None
-
-        def estimate(env: str) -> float:
-            values = self.durations.get(env) or projected.get(env) or every
-            return float(np.mean(values))
-
-        work = sum(estimate(spec.env) for spec in queue)
-        for pid, run in running.items():
-            elapsed, fraction = now - run.started, fractions[pid]
-            if fraction is not None and fraction >= 0.02:
-                work += elapsed * (1.0 - fraction) / fraction
-            else:
-                work += max(estimate(run.spec.env) - elapsed, 0.0)
-        return work / self.jobs
-
-    def _status(self, total: int, queue: Sequence[RunSpec], running: dict[int, _Running], start: float) -> None:
-        parts = [
-            f"{self.n_done}/{total} done",
-            f"{len(running)} running",
-            f"{len(queue)} queued",
-        ]
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed")
-        parts += [
-            f"elapsed {_format_duration(time.monotonic() - start)}",
-            f"ETA {_format_duration(self._eta(queue, running))}",
-        ]
-        now_running = []
-        for run in running.values():
-            fraction = self._fraction(run)
-            now_running.append(f"{run.spec.key} {'?' if fraction is None else f'{min(100 * fraction, 100):.0f}%'}")
-        line = " | ".join(parts)
-        if self.tty:
-            self.out.write("\r\033[K" + (line + " | " + ", ".join(now_running))[: shutil.get_terminal_size().columns - 1])
-            self.out.flush()
-        else:
-            self._print(line + ("\n    running: " + ", ".join(now_running) if now_running else ""))
-
-    # -- the loop ------------------------------------------------------ #
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.settings.results.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.results / LOCK_FILE, "w") as lock:
+    def _running_text(self) -> str:
+        """The running runs and how far each is, from its ``progress.json``."""
+        parts = []
+        for spec in list(self._running):
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise GridError(f"Another runner is working on {self.settings.results}.") from error
-            yield
+                progress = read_json(spec.folder(self.settings.results) / PROGRESS_FILE)
+                parts.append(f"{spec.key} {100 * progress['timesteps'] / progress['total_timesteps']:.0f}%")
+            except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+                parts.append(f"{spec.key} ?")
+        return ", ".join(parts)
 
-    def _stop(self, running: dict[int, _Running]) -> None:
-        for run in running.values():
+    def _stop(self) -> None:
+        """Stop every running run: SIGTERM to its process group, SIGKILL after 10 s."""
+        with self._guard:
+            self._stopping = True
+            running = list(self._running.values())
+        for run in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
-        for run in running.values():
+        for run in running:
             try:
                 run.process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(run.process.pid, signal.SIGKILL)
-                run.process.wait()
-            run.log.close()
 
     def run(self, argv: Sequence[str] | None = None) -> int:
         """
-        Run every unfinished run.
+        Run every unfinished run; only one runner at a time may work on a results folder.
 
-        :param argv: the runner's own command line, appended to ``runner_commands.txt``
+        :param argv: the runner's own command line, appended to ``runner_commands.txt`` when there is work to do
         :return: 0 when every run is finished, 1 when some failed, 130 when interrupted
+        :raises GridError: when another runner holds the folder's lock, or finished runs clash with the settings
         """
-        with self._lock():
-            queue = deque(self.pending())
-            total, self.n_done = len(self.runs), len(self.runs) - len(queue)
-            if argv is not None:
-                stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
-                    file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+        self.settings.results.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.settings.results / LOCK_FILE)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as error:
+            raise GridError(f"Another runner is working on {self.settings.results}.") from error
+        try:
+            return self._run(argv)
+        finally:
+            lock.release()
+
+    def _run(self, argv: Sequence[str] | None) -> int:
+        queue = self.pending()
+        total, self.n_done = len(self.runs), len(self.runs) - len(queue)
+        if argv is not None and queue:
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
+                file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+        self._print(
+            f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
+            f"-> {self.settings.results}"
+        )
+        start = time.monotonic()
+        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        bar = tqdm(total=total, initial=self.n_done, unit="run", file=self.out, dynamic_ncols=True)
+        pool = ThreadPoolExecutor(self.jobs)
+        try:
+            pending = {pool.submit(self._execute, spec) for spec in queue}
+            while pending:
+                done, pending = wait(pending, timeout=self.status_every, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a bug in the runner itself stops the grid
+                bar.update(len(done))
+                bar.set_postfix_str(self._running_text())
+        except (KeyboardInterrupt, _Interrupted) as interruption:
+            n_running = len(self._running)
+            self._stop()
+            pool.shutdown(cancel_futures=True)
+            bar.close()
             self._print(
-                f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
-                f"-> {self.settings.results}"
+                f"interrupted ({type(interruption).__name__} {interruption}); stopped {n_running} run(s). "
+                "Run the same command again to resume: finished runs are kept, unfinished ones restart."
             )
-            running: dict[int, _Running] = {}
-            start = time.monotonic()
-            previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
-            try:
-                while queue or running:
-                    while queue and len(running) < self.jobs:
-                        run = self._start(queue.popleft())
-                        running[run.process.pid] = run
-                    time.sleep(0.2)
-                    for pid in [pid for pid, run in running.items() if run.process.poll() is not None]:
-                        self._finish(running.pop(pid))
-                    if time.monotonic() - self._last_status >= (1.0 if self.tty else self.status_every):
-                        self._last_status = time.monotonic()
-                        self._status(total, queue, running, start)
-            except (KeyboardInterrupt, _Interrupted) as interruption:
-                self._stop(running)
-                self._print(
-                    f"interrupted ({type(interruption).__name__} {interruption}); stopped {len(running)} run(s). "
-                    "Run the same command again to resume: finished runs are kept, unfinished ones restart."
-                )
-                return 130
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            self._print(
-                f"grid finished in {_format_duration(time.monotonic() - start)}: {self.n_done}/{total} runs done"
-                + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
-            )
-            return 1 if self.failed else 0
+            return 130
+        finally:
+            pool.shutdown()
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self._print(
+            f"grid finished in {datetime.timedelta(seconds=round(time.monotonic() - start))}: {self.n_done}/{total} runs done"
+            + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
+        )
+        return 1 if self.failed else 0
