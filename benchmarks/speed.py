@@ -92,8 +92,10 @@ def build_model(
         env_id,
         log_folder,
         hyperparams=overrides,
+        n_timesteps=1,  # unused: the benchmark calls learn() itself
         eval_freq=-1,
         seed=seed,
+        verbose=0,
         device=device,
         config=None if config is None else str(config),
     )

@@ -230,7 +230,7 @@ def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
-    yml = "CartPole-v1:\n  n_envs: 2\n  policy: MlpPolicy\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n"
+    yml = "CartPole-v1:\n  n_timesteps: 1000\n  n_envs: 2\n  policy: MlpPolicy\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n"
     yml += "  normalize: true\n  learning_rate: lin_3e-4\n  policy_kwargs: 'dict(net_arch=[16], activation_fn=nn.Tanh)'\n"
     for algo in ("apo", "ppo"):
         (tmp_path / f"{algo}.yml").write_text(yml)

@@ -1,8 +1,6 @@
 """
-The benchmark harness: a resumable grid runner over the rl-zoo3-style launcher, and the
-training callback that records each run's diagnostics. Run ``python -m sb3_apo.benchmark run --help``;
-the report and the speed benchmark are scripts in the repository's ``benchmarks/`` folder
-(see ``docs/benchmarks.md``).
+The benchmark harness: the resumable grid runner (``python -m sb3_apo.benchmark run``) and the
+callback that records each run's diagnostics; the report and speed scripts are in ``benchmarks/``.
 """
 
 from sb3_apo.benchmark.callbacks import DiagnosticsCSVCallback

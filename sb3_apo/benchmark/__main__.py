@@ -6,8 +6,7 @@ Example::
     python -m sb3_apo.benchmark run --results results/mujoco --algos apo ppo ppo_penalty spo \\
         --envs Hopper-v5 Walker2d-v5 HalfCheetah-v5 --seeds 0 1 2 --n-timesteps 1000000
 
-The report and the speed benchmark are scripts of the repository: ``benchmarks/report.py``
-and ``benchmarks/speed.py`` (see ``docs/benchmarks.md``).
+The report and the speed benchmark are the scripts in ``benchmarks/`` (``docs/benchmarks.md``).
 """
 
 import argparse
@@ -61,12 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=int, default=default_jobs(), help="runs in parallel (default: the cores)")
     run.add_argument("--launcher", default="sb3_apo.train", help="module run as `python -m` (default: sb3_apo.train)")
     run.add_argument("--threads-per-run", type=int, default=1, help="torch/BLAS threads per run (default: 1)")
-    run.add_argument(
-        "--launcher-verbose",
-        type=int,
-        default=0,
-        help="the launcher's --verbose (default: 0; the logs are in diagnostics.csv)",
-    )
+    run.add_argument("--launcher-verbose", type=int, default=0, help="the launcher's --verbose (default: 0)")
     run.add_argument("--status-every", type=float, default=60.0, help="seconds between status lines (default: 60)")
     run.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
 

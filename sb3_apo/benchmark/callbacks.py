@@ -1,27 +1,16 @@
 """
 A training callback that records a run's per-update diagnostics and timing.
 
-rl-zoo3 does not write SB3's CSV logs. :class:`DiagnosticsCSVCallback` adds a
-CSV output to the model's logger when training starts, so that every value the
-algorithm logs (``train/kl``, ``train/anchor_ratio_max``, ``train/std``, PPO's
-keys, ``eval/*`` ...) lands in ``diagnostics.csv``. For on-policy models it also
-records, under ``diag/*``, the diagnostics of each update measured on the whole
-rollout by :func:`sb3_apo.common.diagnostics.measure_update`, for *any* algorithm:
-
-- ``diag/kl``: mean exact ``KL(pi_old || pi)`` over the rollout's states;
-- ``diag/ratio_max``, ``diag/ratio_dev``: largest ratio and mean ``|r - 1|``
-  of the executed actions;
-- ``diag/anchor_ratio_max``, ``diag/anchor_ratio_dev``: the same over the
-  unsampled (anchor) actions;
-- ``diag/timesteps``: the timestep at which the measured update happened;
-- ``diag/steps_per_s``, ``diag/wall_s``: throughput of the last iteration
-  (rollout, update and logging) and time since training started.
-
-The algorithms of this package measure these values in their loop (``train/*``);
-the callback copies them (no second pass), after the updates the loop measured
-(see ``diagnostics_freq``). For other on-policy algorithms (SB3's ``PPO``), whose
-buffer keeps no ``pi_old`` parameters, it keeps them when the rollout ends and
-measures after the update with the same function.
+rl-zoo3 does not write SB3's CSV logs. :class:`DiagnosticsCSVCallback` adds a CSV output
+to the model's logger, so that every value the algorithm logs lands in ``diagnostics.csv``,
+and records under ``diag/*`` the diagnostics of each update (``kl``, ``ratio_max``,
+``ratio_dev``, ``anchor_ratio_max``, ``anchor_ratio_dev``, and ``timesteps``, the update's
+timestep) for any on-policy algorithm, measured on the whole rollout by
+:func:`sb3_apo.common.diagnostics.measure_update`: the algorithms of this package measure
+them in their loop, and the callback copies the loop's values (no second pass); for
+others (SB3's ``PPO``), whose buffer keeps no ``pi_old`` parameters, it keeps them when
+the rollout ends and measures after the update. ``diag/steps_per_s`` and ``diag/wall_s``
+give the throughput of each iteration. See ``docs/benchmarks.md``.
 
 With rl-zoo3, pass it as a hyperparameter::
 
@@ -49,19 +38,12 @@ from sb3_apo.common.on_policy import PPOFamilyAlgorithm
 
 class DiagnosticsCSVCallback(BaseCallback):
     """
-    Write the model's log to ``<folder>/diagnostics.csv``, record post-update
-    diagnostics (``diag/*``), and record progress and timing.
-
-    Files written into ``folder``:
-
-    - ``diagnostics.csv``: SB3's CSV format, one row per logger dump (one per
-      iteration), plus a last row after the final update;
-    - ``progress.json``: ``timesteps``, ``total_timesteps``, ``elapsed_s``, ``pid``,
-      rewritten atomically during training (for progress displays);
-    - ``training.json``: at the end, ``timesteps``, ``total_timesteps``,
-      ``learn_time_s``, ``steps_per_s`` (timesteps / learn time, evaluation
-      included) and ``steps_per_s_median_update`` (median over iterations,
-      which the occasional evaluation barely moves).
+    Write the model's log to ``<folder>/diagnostics.csv`` (one row per logger dump, plus a last
+    row after the final update), record post-update diagnostics (``diag/*``), keep
+    ``progress.json`` (timesteps done and total, rewritten atomically during training) and
+    write ``training.json`` at the end (timesteps, learn time, ``steps_per_s`` and
+    ``steps_per_s_median_update``, the median over iterations, which the occasional
+    evaluation barely moves).
 
     When the grid runner started the process (``SB3_APO_BENCHMARK_RUNNER_PID`` is set) and
     the runner dies, the run stops at its next step, so no orphan writes into the results.

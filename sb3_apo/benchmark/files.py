@@ -1,5 +1,5 @@
 """
-Small file helpers shared by the runner, the training callback and the report.
+Small file helpers shared by the runner and the training callback.
 
 Everything the benchmark writes is plain text (JSON, CSV, Markdown), so that a
 results folder can be committed, diffed and read without this package.
@@ -33,72 +33,41 @@ ZOO_FOLDER = "zoo"
 RUNNER_PID_VARIABLE = "SB3_APO_BENCHMARK_RUNNER_PID"
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """
-    Write a text file so that readers see either the old content or the new one,
-    never a partial file: write a temporary file in the same folder, flush it to
-    disk, then rename it over ``path``.
-
-    :param path: the file to write
-    :param text: its new content
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        folder_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(folder_fd)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
-
-
-def to_json(obj: Any) -> str:
-    """
-    JSON text of ``obj``, indented; numpy values become numbers, other unknown
-    objects their ``repr``, and non-finite floats ``null``.
-
-    :param obj: the object to serialise
-    """
-    return json.dumps(_finite(obj), indent=2, default=_json_default) + "\n"
-
-
-def _finite(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy values as Python ones, paths as text, non-finite floats as ``None``."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.tolist()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(key): _finite(value) for key, value in obj.items()}
+        return {str(key): _plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
-    return obj
+        return [_plain(value) for value in obj]
+    return str(obj) if isinstance(obj, Path) else obj
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """
-    Write ``obj`` as JSON with :func:`atomic_write_text`.
+    Write ``obj`` as indented JSON (numpy values as numbers, non-finite floats as ``null``,
+    other unknown objects as their ``repr``) so that readers see either the old content or
+    the new one, never a partial file: a temporary file in the same folder, flushed to disk,
+    is renamed over ``path``, and the folder is flushed too.
 
     :param path: the file to write
-    :param obj: a JSON-serialisable object
+    :param obj: the object to write
     """
-    atomic_write_text(path, to_json(obj))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(json.dumps(_plain(obj), indent=2, default=repr) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -35,24 +34,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from sb3_apo.benchmark.files import (
-    COMMAND_FILE,
-    DIAGNOSTICS_FILE,
-    DONE_FILE,
-    EVALUATIONS_CSV,
-    EVALUATIONS_NPZ,
-    FAILED_FILE,
-    FORMAT_VERSION,
-    PROGRESS_FILE,
-    RUNNER_PID_VARIABLE,
-    SETTINGS_FILE,
-    STDOUT_FILE,
-    TRAINING_FILE,
-    ZOO_FOLDER,
-    atomic_write_json,
-    read_json,
-    safe_name,
-)
+from sb3_apo.benchmark import files
 
 #: The name of the variant without overrides.
 BASE_VARIANT = "base"
@@ -69,9 +51,6 @@ class GridError(ValueError):
     """A grid that cannot be run as asked (bad variant, settings that clash with finished runs, ...)."""
 
 
-# ---------------------------------------------------------------------- #
-# What to run
-# ---------------------------------------------------------------------- #
 def parse_overrides(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """
     Split ``NAME`` or ``NAME:key=value,key=value`` into the name and its overrides; a value is a
@@ -187,7 +166,7 @@ class RunSpec:
 
         :param results: the results folder
         """
-        return results / safe_name(self.env) / safe_name(self.algo) / safe_name(self.variant.name) / f"seed_{self.seed}"
+        return results.joinpath(*map(files.safe_name, (self.env, self.algo, self.variant.name)), f"seed_{self.seed}")
 
     def settings(self, grid: GridSettings) -> dict[str, Any]:
         """
@@ -220,7 +199,7 @@ class RunSpec:
         callback = json.dumps([{CALLBACK_PATH: {"folder": str(folder), "seed": self.seed}}])
         params = [f"{key}:{value}" for key, value in self.variant.params] + [f"callback:{callback}"]
         command = [grid.python, "-m", grid.launcher, "--algo", self.algo, "--env", self.env, "--seed", str(self.seed)]
-        command += ["-f", str(folder / ZOO_FOLDER)]
+        command += ["-f", str(folder / files.ZOO_FOLDER)]
         if grid.n_timesteps is not None:
             command += ["--n-timesteps", str(grid.n_timesteps)]
         command += ["--eval-freq", str(grid.eval_freq), "--eval-episodes", str(grid.eval_episodes)]
@@ -230,12 +209,8 @@ class RunSpec:
         return command
 
 
-def thread_environment(threads: int) -> dict[str, str]:
-    """
-    Environment variables that limit a run's BLAS/OpenMP threads.
-
-    :param threads: the number of threads
-    """
+def _thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that limit a run's BLAS/OpenMP threads to ``threads``."""
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     return {**{name: str(threads) for name in names}, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 
@@ -257,12 +232,9 @@ def plan_grid(envs: Sequence[str], algos: Sequence[str], variants: Sequence[Vari
     return [RunSpec(env, algo, variant, seed) for seed in seeds for env in envs for algo in algos for variant in variants]
 
 
-# ---------------------------------------------------------------------- #
-# Reading what a finished run left
-# ---------------------------------------------------------------------- #
 def _zoo_run_folder(folder: Path) -> Path | None:
     """rl-zoo3's ``<algo>/<env>_<id>`` folder inside the run's ``zoo`` folder (the newest one)."""
-    candidates = sorted((folder / ZOO_FOLDER).glob("*/*/"), key=lambda path: path.stat().st_mtime)
+    candidates = sorted((folder / files.ZOO_FOLDER).glob("*/*/"), key=lambda path: path.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 
@@ -289,33 +261,19 @@ def _load_zoo_config(path: Path) -> dict[str, Any]:
 
 def _evaluations(zoo_run: Path, folder: Path) -> dict[str, Any] | None:
     """Copy ``evaluations.npz`` into the run folder, write ``evaluations.csv``, return the last evaluation."""
-    source = zoo_run / EVALUATIONS_NPZ
+    source = zoo_run / files.EVALUATIONS_NPZ
     if not source.is_file():
         return None
-    shutil.copyfile(source, folder / EVALUATIONS_NPZ)
+    shutil.copyfile(source, folder / files.EVALUATIONS_NPZ)
     with np.load(source) as data:
         timesteps, results, lengths = data["timesteps"], np.asarray(data["results"], float), data["ep_lengths"]
     if len(timesteps) == 0:
         return None
-    table = pd.DataFrame(
-        {
-            "timesteps": timesteps.astype(int),
-            "mean_return": results.mean(axis=1),
-            "std_return": results.std(axis=1),
-            "min_return": results.min(axis=1),
-            "max_return": results.max(axis=1),
-            "mean_ep_length": lengths.mean(axis=1),
-            "n_episodes": results.shape[1],
-        }
-    )
-    table.to_csv(folder / EVALUATIONS_CSV, index=False)
-    last = table.iloc[-1]
-    return {
-        "timesteps": int(last["timesteps"]),
-        "mean_return": float(last["mean_return"]),
-        "std_return": float(last["std_return"]),
-        "n_episodes": int(last["n_episodes"]),
-    }
+    returns = {"mean_return": results.mean(1), "std_return": results.std(1), "min_return": results.min(1)}
+    returns.update(max_return=results.max(1), mean_ep_length=lengths.mean(1), n_episodes=results.shape[1])
+    table = pd.DataFrame({"timesteps": timesteps.astype(int), **returns})
+    table.to_csv(folder / files.EVALUATIONS_CSV, index=False)
+    return table[["timesteps", "mean_return", "std_return", "n_episodes"]].to_dict("records")[-1]
 
 
 def _versions() -> dict[str, str]:
@@ -343,22 +301,9 @@ def _code_commit() -> dict[str, Any]:
 
 
 def _log_tail(path: Path, n_lines: int = 30) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return "".join(deque(file, maxlen=n_lines))
-    except OSError:
-        return ""
-
-
-# ---------------------------------------------------------------------- #
-# The runner
-# ---------------------------------------------------------------------- #
-class _Interrupted(Exception):
-    """The runner received SIGTERM or SIGHUP."""
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise _Interrupted(signal.Signals(signum).name)
+    with contextlib.suppress(OSError):
+        return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-n_lines:])
+    return ""
 
 
 @dataclass
@@ -382,12 +327,7 @@ class GridRunner:
     """
 
     def __init__(
-        self,
-        runs: Sequence[RunSpec],
-        settings: GridSettings,
-        jobs: int,
-        status_every: float = 60.0,
-        out: TextIO = sys.stdout,
+        self, runs: Sequence[RunSpec], settings: GridSettings, jobs: int, status_every: float = 60.0, out: TextIO = sys.stdout
     ):
         if jobs < 1:
             raise GridError(f"--jobs must be at least 1, got {jobs}.")
@@ -413,11 +353,11 @@ class GridRunner:
         """
         clashes, pending = [], []
         for spec in self.runs:
-            done = spec.folder(self.settings.results) / DONE_FILE
+            done = spec.folder(self.settings.results) / files.DONE_FILE
             if not done.is_file():
                 pending.append(spec)
                 continue
-            finished = read_json(done).get("settings", {})
+            finished = files.read_json(done).get("settings", {})
             wanted = spec.settings(self.settings)
             differences = sorted(key for key in wanted.keys() | finished.keys() if wanted.get(key) != finished.get(key))
             if differences:
@@ -439,18 +379,18 @@ class GridRunner:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         command = spec.command(self.settings)
-        thread_env = thread_environment(self.settings.threads_per_run)
-        atomic_write_json(folder / SETTINGS_FILE, spec.settings(self.settings))
+        thread_env = _thread_environment(self.settings.threads_per_run)
+        files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
         env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
-        (folder / COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
-        log = open(folder / STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
+        (folder / files.COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
+        log = open(folder / files.STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # the run's callback stops it when this process dies (it watches its parent's pid)
-            env={**os.environ, **thread_env, RUNNER_PID_VARIABLE: str(os.getpid())},
+            env={**os.environ, **thread_env, files.RUNNER_PID_VARIABLE: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C of the runner reaches the runner only; it stops the runs itself
         )
         self._print(f"started  {spec.key}")
@@ -478,10 +418,10 @@ class GridRunner:
         training: dict[str, Any] = {}
         if rc != 0:
             problem = f"the launcher exited with status {rc}"
-        elif not (folder / TRAINING_FILE).is_file():
-            problem = f"no {TRAINING_FILE}: the diagnostics callback did not run to the end of training"
+        elif not (folder / files.TRAINING_FILE).is_file():
+            problem = f"no {files.TRAINING_FILE}: the diagnostics callback did not run to the end of training"
         else:
-            training = read_json(folder / TRAINING_FILE)
+            training = files.read_json(folder / files.TRAINING_FILE)
             if training["timesteps"] < training["total_timesteps"]:
                 problem = f"training stopped at {training['timesteps']} of {training['total_timesteps']} timesteps"
         if problem is None:
@@ -491,11 +431,13 @@ class GridRunner:
                 problem = f"collecting the run's files failed: {type(error).__name__}: {error}"
         if problem is not None:
             self.failed.append(spec)
-            atomic_write_json(
-                folder / FAILED_FILE,
+            files.atomic_write_json(
+                folder / files.FAILED_FILE,
                 {"settings": spec.settings(self.settings), "returncode": rc, "problem": problem, "wall_time_s": wall_time},
             )
-            self._print(f"FAILED   {spec.key}: {problem}; see {folder / STDOUT_FILE}\n{_log_tail(folder / STDOUT_FILE)}")
+            self._print(
+                f"FAILED   {spec.key}: {problem}; see {folder / files.STDOUT_FILE}\n{_log_tail(folder / files.STDOUT_FILE)}"
+            )
             return
         self.n_done += 1
         self._print(f"finished {spec.key} in {datetime.timedelta(seconds=round(wall_time))}")
@@ -503,25 +445,25 @@ class GridRunner:
     def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
         zoo_run = _zoo_run_folder(folder)
         if zoo_run is None:
-            return f"the launcher left no run folder in {folder / ZOO_FOLDER}"
+            return f"the launcher left no run folder in {folder / files.ZOO_FOLDER}"
         final_eval = _evaluations(zoo_run, folder)
         if final_eval is None and self.settings.eval_freq > 0:
-            return f"no evaluation in {zoo_run / EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
+            return f"no evaluation in {zoo_run / files.EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
         configs = sorted(zoo_run.glob("*/config.yml"))
         hyperparams = _load_zoo_config(configs[0]) if configs else {}
-        if not (folder / DIAGNOSTICS_FILE).is_file():
-            return f"no {DIAGNOSTICS_FILE}"
-        atomic_write_json(
-            folder / DONE_FILE,
+        if not (folder / files.DIAGNOSTICS_FILE).is_file():
+            return f"no {files.DIAGNOSTICS_FILE}"
+        files.atomic_write_json(
+            folder / files.DONE_FILE,
             {
-                "format": FORMAT_VERSION,
+                "format": files.FORMAT_VERSION,
                 "settings": spec.settings(self.settings),
                 "env": spec.env,
                 "algo": spec.algo,
                 "variant": spec.variant.name,
                 "variant_params": dict(spec.variant.params),
                 "seed": spec.seed,
-                "command": (folder / COMMAND_FILE).read_text(encoding="utf-8").strip(),
+                "command": (folder / files.COMMAND_FILE).read_text(encoding="utf-8").strip(),
                 "zoo_folder": str(zoo_run.relative_to(folder)),
                 "timesteps": training["timesteps"],
                 "wall_time_s": wall_time,
@@ -549,7 +491,7 @@ class GridRunner:
         parts = []
         for spec in list(self._running):
             try:
-                progress = read_json(spec.folder(self.settings.results) / PROGRESS_FILE)
+                progress = files.read_json(spec.folder(self.settings.results) / files.PROGRESS_FILE)
                 parts.append(f"{spec.key} {100 * progress['timesteps'] / progress['total_timesteps']:.0f}%")
             except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
                 parts.append(f"{spec.key} ?")
@@ -580,15 +522,11 @@ class GridRunner:
         :raises GridError: when another runner holds the folder's lock, or finished runs clash with the settings
         """
         self.settings.results.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.settings.results / LOCK_FILE)
         try:
-            lock.acquire(timeout=0)
+            with FileLock(self.settings.results / LOCK_FILE, timeout=0):
+                return self._run(argv)
         except Timeout as error:
             raise GridError(f"Another runner is working on {self.settings.results}.") from error
-        try:
-            return self._run(argv)
-        finally:
-            lock.release()
 
     def _run(self, argv: Sequence[str] | None) -> int:
         queue = self.pending()
@@ -602,7 +540,8 @@ class GridRunner:
             f"-> {self.settings.results}"
         )
         start = time.monotonic()
-        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        # SIGTERM and SIGHUP stop the grid as Ctrl-C does (KeyboardInterrupt)
+        previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
         bar = tqdm(total=total, initial=self.n_done, unit="run", file=self.out, dynamic_ncols=True)
         pool = ThreadPoolExecutor(self.jobs)
         try:
@@ -613,14 +552,13 @@ class GridRunner:
                     future.result()  # a bug in the runner itself stops the grid
                 bar.update(len(done))
                 bar.set_postfix_str(self._running_text())
-        except (KeyboardInterrupt, _Interrupted) as interruption:
+        except KeyboardInterrupt:
             n_running = len(self._running)
             self._stop()
             pool.shutdown(cancel_futures=True)
-            bar.close()
             self._print(
-                f"interrupted ({type(interruption).__name__} {interruption}); stopped {n_running} run(s). "
-                "Run the same command again to resume: finished runs are kept, unfinished ones restart."
+                f"interrupted; stopped {n_running} run(s). Run the same command again to resume: finished runs are kept, "
+                "unfinished ones restart."
             )
             return 130
         finally:
