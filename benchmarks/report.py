@@ -302,6 +302,7 @@ def make_report(
     smooth_window: int = 5,
     source: str = "auto",
     reps: int = 2000,
+    figures: bool = True,
 ) -> dict[str, Any]:
     """
     Write the tables and plots of a results folder.
@@ -313,6 +314,7 @@ def make_report(
     :param source: which KL and anchor ratio to use: ``diag`` (measured alike for every algorithm),
         ``train`` (each algorithm's own log) or ``auto`` (``diag`` where logged)
     :param reps: bootstrap replications of the intervals
+    :param figures: whether to draw the PNG figures (the tables alone are much faster)
     :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written and the ``unfinished`` run folders
     :raises ValueError: on a bad ``source``, ``final_window`` or ``reps``
     :raises FileNotFoundError: when the folder holds no finished run
@@ -365,10 +367,10 @@ def make_report(
                 "steps/s": table["steps_per_s"].map(format_number),
             }
         )
-        figures = _figures(env, runs, evaluations, values, out, smooth_window)
-        files += figures
+        written = _figures(env, runs, evaluations, values, out, smooth_window) if figures else []
+        files += written
         lines += [f"## {env}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
-        lines += [f"![{path.stem}]({path.name})" for path in figures] + [""]
+        lines += [f"![{path.stem}]({path.name})" for path in written] + [""]
     lines += [
         "## Diagnostics over training",
         "",
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--final-window", type=int, default=5, help="last evaluations averaged for a run's score (default: 5)")
     parser.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the intervals (default: 2000)")
+    parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument(
         "--diag-source",
         choices=["auto", "diag", "train"],
@@ -408,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        result = make_report(args.results, args.out, args.final_window, args.smooth, args.diag_source, args.reps)
+        result = make_report(
+            args.results, args.out, args.final_window, args.smooth, args.diag_source, args.reps, not args.no_figures
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

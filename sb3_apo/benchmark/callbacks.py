@@ -188,7 +188,7 @@ class DiagnosticsCSVCallback(BaseCallback):
             return
         values = None
         if isinstance(self.model, PPOFamilyAlgorithm):
-            values = getattr(self.model, "last_diagnostics", None)  # what the loop measured (None: not this update)
+            values = self.model.last_diagnostics  # what the loop measured (None: not this update)
         elif self._pi_old is not None and self._math is not None:
             assert self._generator is not None
             anchors = self.n_anchor_actions or int(getattr(self.model, "n_anchor_actions", 2))

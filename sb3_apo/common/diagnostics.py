@@ -151,7 +151,7 @@ def measure_update(
     diagnostics = UpdateDiagnostics()
     device = policy.device
     for part, obs in _chunks(observations, len(actions), device):
-        executed = th.as_tensor(actions[part], device=device)
+        executed = th.as_tensor(actions[part], dtype=th.float32, device=device)  # as SB3's buffers return them
         distribution = policy.get_distribution(obs)
         log_prob = distribution.log_prob(
             executed.long().flatten() if isinstance(policy.action_space, spaces.Discrete) else executed

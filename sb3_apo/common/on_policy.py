@@ -434,7 +434,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
 
         self.last_diagnostics = None
         iteration = self.num_timesteps // (self.n_steps * self.n_envs)
-        if self._diagnostics_needed() or iteration % getattr(self, "diagnostics_freq", 1) == 0:
+        if self._diagnostics_needed() or iteration % self.diagnostics_freq == 0:
             self.last_diagnostics = diagnostics = self.measure_update()
             self._after_policy_update(diagnostics["kl"])
 
