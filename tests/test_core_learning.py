@@ -12,6 +12,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_apo import APO, SPO, PPOPenalty
 
+pytestmark = pytest.mark.slow  # learning runs
+
 BUDGET = 60_000
 
 

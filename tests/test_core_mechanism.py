@@ -4,6 +4,8 @@ import pytest
 
 from sb3_apo import APO, SPO, PPOPenalty
 
+pytestmark = pytest.mark.slow  # learning runs: 50 epochs on a Hopper-v5 rollout, per algorithm
+
 
 def diagnostics_after_one_update(algo, **kwargs):
     # Same seed, so every model sees the very same first rollout; then 50 epochs on it.

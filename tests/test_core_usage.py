@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import (
     FakeImageEnv,
@@ -200,3 +201,23 @@ def test_tensorboard_and_progress_bar(tmp_path):
     pytest.importorskip("tensorboard")
     APO("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), **TINY).learn(64, progress_bar=True)
     assert (tmp_path / "APO_1").is_dir()
+
+
+@pytest.mark.parametrize(("algo", "kwargs", "expected"), [(APO, {}, [2, 4]), (PPOPenalty, {}, [1, 2, 3, 4, 5])])
+def test_diagnostics_every_n_updates(algo, kwargs, expected):
+    class Record(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            if self.model.last_diagnostics is not None:
+                measured.append(self.num_timesteps // 32)
+                assert self.model.logger.name_to_value["train/kl"] == self.model.last_diagnostics["kl"]
+
+        def _on_step(self) -> bool:
+            return True
+
+    measured: list[int] = []
+    model = algo("MlpPolicy", "CartPole-v1", diagnostics_freq=2, seed=0, **TINY, **kwargs)
+    model.learn(6 * 32, callback=Record())
+    # APO measures after every 2nd update; PPOPenalty's adaptive beta needs the KL of every update
+    assert measured == expected
+    with pytest.raises(ValueError, match="diagnostics_freq"):
+        algo("MlpPolicy", "CartPole-v1", diagnostics_freq=0)

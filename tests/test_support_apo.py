@@ -434,6 +434,7 @@ def test_evaluation_of_a_uniform_policy():
 # --------------------------------------------------------------------------- #
 # The example
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_the_example_runs_at_a_tiny_budget(tmp_path):
     spec = importlib.util.spec_from_file_location("support_apo_pass_at_k", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
@@ -509,6 +510,7 @@ def test_zoo_builds_every_support_apo_yaml_entry(tmp_path, monkeypatch):
         model.env.close()
 
 
+@pytest.mark.slow
 def test_zoo_trains_support_apo_on_the_multi_solution_task(tmp_path, capsys):
     _zoo()
     logs = tmp_path / "logs"

@@ -35,6 +35,8 @@ from sb3_apo.zoo import cli  # noqa: E402
 from sb3_apo.zoo.hyperparams_opt import convert_ppo_family_params  # noqa: E402
 from sb3_apo.zoo.storage import HEARTBEAT_ATTR, open_storage  # noqa: E402
 
+pytestmark = pytest.mark.slow  # tuning workers in subprocesses, PostgreSQL
+
 MAX_TOTAL_TRIALS = 4
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
 GRACE_PERIOD = 4.0

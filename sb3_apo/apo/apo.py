@@ -136,6 +136,9 @@ class APO(PPOFamilyAlgorithm):
             "anchor_loss": anchor_loss,
         }
 
+    def _diagnostics_needed(self) -> bool:
+        return self.adaptive_anchor_coef  # the coefficient adapts to the anchor divergence of every update
+
     def _after_policy_update(self, diagnostics: dict[str, float]) -> None:
         self.logger.record("train/anchor_coef", self.anchor_coef)  # the coefficient this update used
         if self.adaptive_anchor_coef:

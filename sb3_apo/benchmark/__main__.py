@@ -1,12 +1,12 @@
 """
-``python -m sb3_apo.benchmark``: ``run`` a grid, ``report`` on a results folder, measure ``speed``.
+``python -m sb3_apo.benchmark run``: run a grid of training runs, resumably.
 
-Examples::
+Example::
 
     python -m sb3_apo.benchmark run --results results/mujoco --algos apo ppo ppo_penalty spo \\
         --envs Hopper-v5 Walker2d-v5 HalfCheetah-v5 --seeds 0 1 2 --n-timesteps 1000000
-    python -m sb3_apo.benchmark report results/mujoco
-    python -m sb3_apo.benchmark speed --env Hopper-v5 --out results/speed
+
+The report and the speed benchmark are the scripts in ``benchmarks/`` (``docs/benchmarks.md``).
 """
 
 import argparse
@@ -28,10 +28,10 @@ def default_jobs() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of the three subcommands."""
+    """The command-line parser (one subcommand, ``run``)."""
     parser = argparse.ArgumentParser(
         prog="python -m sb3_apo.benchmark",
-        description="Benchmark harness of sb3-apo: grid runs, reports, speed. See docs/benchmarks.md.",
+        description="Benchmark grids of sb3-apo (docs/benchmarks.md); the report and speed scripts are in benchmarks/.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -60,40 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=int, default=default_jobs(), help="runs in parallel (default: the cores)")
     run.add_argument("--launcher", default="sb3_apo.train", help="module run as `python -m` (default: sb3_apo.train)")
     run.add_argument("--threads-per-run", type=int, default=1, help="torch/BLAS threads per run (default: 1)")
-    run.add_argument(
-        "--launcher-verbose",
-        type=int,
-        default=0,
-        help="the launcher's --verbose (default: 0; the logs are in diagnostics.csv)",
-    )
+    run.add_argument("--launcher-verbose", type=int, default=0, help="the launcher's --verbose (default: 0)")
     run.add_argument("--status-every", type=float, default=60.0, help="seconds between status lines (default: 60)")
     run.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
 
-    report = commands.add_parser("report", help="tables and plots of a results folder")
-    report.add_argument("results", type=Path, help="results folder")
-    report.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
-    report.add_argument("--final-window", type=int, default=1, help="evaluations averaged for the final return (default: 1)")
-    report.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
-    report.add_argument(
-        "--diag-source",
-        choices=["auto", "diag", "train"],
-        default="auto",
-        help="diagnostics to plot: diag/* (alike for every algorithm), train/* (each algorithm's own), auto (diag/*)",
-    )
-
-    speed = commands.add_parser("speed", help="steps/s of APO, PPOPenalty, SPO and SB3 PPO, as ratios to PPO")
-    speed.add_argument("--env", default="Hopper-v5", help="environment id (default: Hopper-v5)")
-    speed.add_argument("--algos", nargs="+", default=["apo", "ppo_penalty", "spo", "ppo"], help="algorithms")
-    speed.add_argument("--rounds", type=int, default=5, help="interleaved measured rounds (default: 5)")
-    speed.add_argument("--steps-per-round", type=int, default=16_384, help="steps per contender and round")
-    speed.add_argument("--warmup-steps", type=int, default=4096, help="unmeasured steps per contender first")
-    speed.add_argument(
-        "--hyperparams-dir", type=Path, default=None, help="build models from DIR/<algo>.yml (default: the paper's settings)"
-    )
-    speed.add_argument("--out", type=Path, default=None, help="output folder for speed.md/.csv/.json")
-    speed.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    speed.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    speed.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     return parser
 
 
@@ -140,54 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = build_parser().parse_args(own)
-    command = shlex.join(["python", "-m", "sb3_apo.benchmark", *argv])
     try:
-        if args.command == "run":
-            return _run(args, extra, argv)
-        if extra:
-            raise GridError(f"`--` arguments are only for `run`: {shlex.join(extra)}")
-        if args.command == "report":
-            return _report(args)
-        return _speed(args, command)
-    except (GridError, FileNotFoundError) as error:
+        return _run(args, extra, argv)
+    except GridError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-
-
-def _report(args: argparse.Namespace) -> int:
-    from sb3_apo.benchmark.report import make_report
-
-    if args.final_window < 1:
-        raise GridError(f"--final-window must be at least 1, got {args.final_window}")
-    result = make_report(args.results, args.out, args.final_window, args.smooth, args.diag_source)
-    print("\n".join(str(path) for path in result["files"]))
-    if result["unfinished"]:
-        print(f"{len(result['unfinished'])} unfinished run(s) left out (listed in summary.md).")
-    return 0
-
-
-def _speed(args: argparse.Namespace, command: str) -> int:
-    from sb3_apo.benchmark.speed import run_speed
-
-    try:
-        run_speed(
-            env_id=args.env,
-            algos=args.algos,
-            rounds=args.rounds,
-            steps_per_round=args.steps_per_round,
-            warmup_steps=args.warmup_steps,
-            hyperparams_dir=args.hyperparams_dir,
-            out=args.out,
-            seed=args.seed,
-            device=args.device,
-            threads=args.threads,
-            command=command,
-        )
-    except (KeyError, ValueError) as error:  # unknown algorithm, env missing from a YAML, bad settings
-        raise GridError(str(error)) from error
-    if args.out is not None:
-        (args.out / "command.txt").write_text(command + "\n", encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,14 @@
 """
-Small file helpers shared by the runner, the training callback and the report.
+Small file helpers shared by the runner and the training callback.
 
 Everything the benchmark writes is plain text (JSON, CSV, Markdown), so that a
 results folder can be committed, diffed and read without this package.
 """
 
-import csv
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,74 +29,45 @@ EVALUATIONS_NPZ = "evaluations.npz"
 PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 ZOO_FOLDER = "zoo"
+#: Environment variable in which the grid runner gives its process id to the runs it starts.
+RUNNER_PID_VARIABLE = "SB3_APO_BENCHMARK_RUNNER_PID"
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """
-    Write a text file so that readers see either the old content or the new one,
-    never a partial file: write a temporary file in the same folder, flush it to
-    disk, then rename it over ``path``.
-
-    :param path: the file to write
-    :param text: its new content
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        folder_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(folder_fd)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return repr(value)
-
-
-def to_json(obj: Any) -> str:
-    """
-    JSON text of ``obj``, indented; numpy values become numbers, other unknown
-    objects their ``repr``, and non-finite floats ``null``.
-
-    :param obj: the object to serialise
-    """
-    return json.dumps(_finite(obj), indent=2, default=_json_default) + "\n"
-
-
-def _finite(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy values as Python ones, paths as text, non-finite floats as ``None``."""
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.tolist()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(key): _finite(value) for key, value in obj.items()}
+        return {str(key): _plain(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
-    return obj
+        return [_plain(value) for value in obj]
+    return str(obj) if isinstance(obj, Path) else obj
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """
-    Write ``obj`` as JSON with :func:`atomic_write_text`.
+    Write ``obj`` as indented JSON (numpy values as numbers, non-finite floats as ``null``,
+    other unknown objects as their ``repr``) so that readers see either the old content or
+    the new one, never a partial file: a temporary file in the same folder, flushed to disk,
+    is renamed over ``path``, and the folder is flushed too.
 
     :param path: the file to write
-    :param obj: a JSON-serialisable object
+    :param obj: the object to write
     """
-    atomic_write_text(path, to_json(obj))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(json.dumps(_plain(obj), indent=2, default=repr) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -109,55 +78,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """
     with open(path, encoding="utf-8") as file:
         return json.load(file)
-
-
-def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """
-    Write a CSV file; ``None`` and non-finite floats become empty cells.
-
-    :param path: the file to write
-    :param header: the column names
-    :param rows: the rows, each as long as ``header``
-    """
-
-    def cell(value: Any) -> Any:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return ""
-        return value
-
-    with open(path, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([cell(value) for value in row])
-
-
-def read_csv_columns(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """
-    Read a numeric CSV file (such as SB3's ``progress.csv``) column by column.
-
-    Empty or non-numeric cells become NaN; a row shorter than the header (a
-    file cut off while being written) is padded with NaN.
-
-    :param path: the file to read
-    :return: one float array per column, all of the same length
-    """
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = list(csv.reader(file))
-    if not rows:
-        return {}
-    header, body = rows[0], rows[1:]
-
-    def number(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-
-    columns: dict[str, np.ndarray] = {}
-    for index, name in enumerate(header):
-        columns[name] = np.array([number(row[index]) if index < len(row) else math.nan for row in body], dtype=float)
-    return columns
 
 
 def safe_name(text: str) -> str:

@@ -12,67 +12,37 @@ run starts again from scratch. See ``docs/benchmarks.md`` for every file.
 
 import ast
 import contextlib
-import ctypes
 import datetime
-import fcntl
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
+from tqdm import tqdm
 
-from sb3_apo.benchmark.files import (
-    COMMAND_FILE,
-    DIAGNOSTICS_FILE,
-    DONE_FILE,
-    EVALUATIONS_CSV,
-    EVALUATIONS_NPZ,
-    FAILED_FILE,
-    FORMAT_VERSION,
-    PROGRESS_FILE,
-    SETTINGS_FILE,
-    STDOUT_FILE,
-    TRAINING_FILE,
-    ZOO_FOLDER,
-    atomic_write_json,
-    read_json,
-    safe_name,
-    write_csv,
-)
+from sb3_apo.benchmark import files
 
 #: The name of the variant without overrides.
 BASE_VARIANT = "base"
 #: Dotted path of the diagnostics callback given to the launcher.
 CALLBACK_PATH = "sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback"
 #: Launcher options the runner sets itself; passing them as extra arguments is an error.
-RESERVED_OPTIONS = (
-    "--algo",
-    "--env",
-    "--seed",
-    "-f",
-    "--log-folder",
-    "-params",
-    "--hyperparams",
-    "-n",
-    "--n-timesteps",
-    "--eval-freq",
-    "--eval-episodes",
-    "--n-eval-envs",
-    "--num-threads",
-    "--verbose",
-)
+RESERVED_OPTIONS = ("--algo", "--env", "--seed", "-f", "--log-folder", "-params", "--hyperparams", "-n", "--n-timesteps")
+RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose")
 LOCK_FILE = ".runner.lock"
 RUNNER_COMMANDS_FILE = "runner_commands.txt"
 
@@ -81,35 +51,31 @@ class GridError(ValueError):
     """A grid that cannot be run as asked (bad variant, settings that clash with finished runs, ...)."""
 
 
-# ---------------------------------------------------------------------- #
-# What to run
-# ---------------------------------------------------------------------- #
-def split_top_level(text: str, separator: str = ",") -> list[str]:
+def parse_overrides(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """
-    Split ``text`` on ``separator`` outside brackets and quotes, so that
-    ``"a=1,b=dict(x=1, y=2)"`` gives ``["a=1", "b=dict(x=1, y=2)"]``.
+    Split ``NAME`` or ``NAME:key=value,key=value`` into the name and its overrides; a value is a
+    Python expression (``n_epochs=50``, ``anchor_mode='parity'``, ``policy_kwargs=dict(net_arch=[64, 64])``),
+    kept as its text. Python's parser reads the overrides as the keyword arguments of a call.
 
-    :param text: the text to split
-    :param separator: a one-character separator
+    :param text: the text, as given on the command line
+    :return: the name and the ``(key, value)`` pairs
+    :raises GridError: on a malformed name or override
     """
-    parts, depth, quote, current = [], 0, "", []
-    for char in text:
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == separator and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return [part.strip() for part in parts if part.strip()]
+    name, _, overrides = text.partition(":")
+    name = name.strip()
+    if not name or not (name[0].isalnum() and all(char.isalnum() or char in "._+-" for char in name)):
+        raise GridError(f"Bad name {name!r} in {text!r}: use letters, digits, '.', '_', '+' or '-'.")
+    source = f"f({overrides})"
+    try:
+        call = ast.parse(source, mode="eval").body
+    except SyntaxError as error:
+        raise GridError(f"Bad overrides in {text!r}: {error.msg}; expected key=value,... with Python values.") from error
+    if not isinstance(call, ast.Call) or call.args or any(keyword.arg is None for keyword in call.keywords):
+        raise GridError(f"Bad overrides in {text!r}: expected key=value,... with Python values.")
+    keys = [keyword.arg for keyword in call.keywords]
+    if len(set(keys)) < len(keys):
+        raise GridError(f"Bad overrides in {text!r}: a key is given twice.")
+    return name, tuple((str(keyword.arg), str(ast.get_source_segment(source, keyword.value))) for keyword in call.keywords)
 
 
 @dataclass(frozen=True)
@@ -133,34 +99,14 @@ class Variant:
         :param text: the variant, as given on the command line
         :raises GridError: on a malformed variant
         """
-        name, _, overrides = text.partition(":")
-        name = name.strip()
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
-            raise GridError(f"Bad variant name {name!r} in {text!r}: use letters, digits, '.', '_', '+' or '-'.")
-        params = []
-        for item in split_top_level(overrides):
-            key, equals, value = item.partition("=")
-            key, value = key.strip(), value.strip()
-            if not equals or not key.isidentifier() or not value:
-                raise GridError(f"Bad override {item!r} in variant {text!r}: expected key=value.")
-            if key == "callback":
-                raise GridError(f"Variant {text!r} sets `callback`, which the runner sets itself.")
-            try:
-                ast.parse(value, mode="eval")
-            except SyntaxError as error:
-                raise GridError(f"The value of {key!r} in variant {text!r} is not a Python expression: {value!r}.") from error
-            params.append((key, value))
+        name, params = parse_overrides(text)
+        if any(key == "callback" for key, _ in params):
+            raise GridError(f"Variant {text!r} sets `callback`, which the runner sets itself.")
         if name == BASE_VARIANT and params:
             raise GridError(f"The variant name {BASE_VARIANT!r} is reserved for the runs without overrides.")
         if name != BASE_VARIANT and not params:
             raise GridError(f"Variant {text!r} has no overrides; write it NAME:key=value,...")
-        return cls(name, tuple(params))
-
-    def describe(self) -> str:
-        """The variant as it is written on the command line."""
-        if not self.params:
-            return self.name
-        return f"{self.name}:" + ",".join(f"{key}={value}" for key, value in self.params)
+        return cls(name, params)
 
 
 @dataclass(frozen=True)
@@ -220,7 +166,7 @@ class RunSpec:
 
         :param results: the results folder
         """
-        return results / safe_name(self.env) / safe_name(self.algo) / safe_name(self.variant.name) / f"seed_{self.seed}"
+        return results.joinpath(*map(files.safe_name, (self.env, self.algo, self.variant.name)), f"seed_{self.seed}")
 
     def settings(self, grid: GridSettings) -> dict[str, Any]:
         """
@@ -253,7 +199,7 @@ class RunSpec:
         callback = json.dumps([{CALLBACK_PATH: {"folder": str(folder), "seed": self.seed}}])
         params = [f"{key}:{value}" for key, value in self.variant.params] + [f"callback:{callback}"]
         command = [grid.python, "-m", grid.launcher, "--algo", self.algo, "--env", self.env, "--seed", str(self.seed)]
-        command += ["-f", str(folder / ZOO_FOLDER)]
+        command += ["-f", str(folder / files.ZOO_FOLDER)]
         if grid.n_timesteps is not None:
             command += ["--n-timesteps", str(grid.n_timesteps)]
         command += ["--eval-freq", str(grid.eval_freq), "--eval-episodes", str(grid.eval_episodes)]
@@ -263,12 +209,8 @@ class RunSpec:
         return command
 
 
-def thread_environment(threads: int) -> dict[str, str]:
-    """
-    Environment variables that limit a run's BLAS/OpenMP threads.
-
-    :param threads: the number of threads
-    """
+def _thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that limit a run's BLAS/OpenMP threads to ``threads``."""
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     return {**{name: str(threads) for name in names}, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 
@@ -290,12 +232,9 @@ def plan_grid(envs: Sequence[str], algos: Sequence[str], variants: Sequence[Vari
     return [RunSpec(env, algo, variant, seed) for seed in seeds for env in envs for algo in algos for variant in variants]
 
 
-# ---------------------------------------------------------------------- #
-# Reading what a finished run left
-# ---------------------------------------------------------------------- #
 def _zoo_run_folder(folder: Path) -> Path | None:
     """rl-zoo3's ``<algo>/<env>_<id>`` folder inside the run's ``zoo`` folder (the newest one)."""
-    candidates = sorted((folder / ZOO_FOLDER).glob("*/*/"), key=lambda path: path.stat().st_mtime)
+    candidates = sorted((folder / files.ZOO_FOLDER).glob("*/*/"), key=lambda path: path.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 
@@ -322,22 +261,19 @@ def _load_zoo_config(path: Path) -> dict[str, Any]:
 
 def _evaluations(zoo_run: Path, folder: Path) -> dict[str, Any] | None:
     """Copy ``evaluations.npz`` into the run folder, write ``evaluations.csv``, return the last evaluation."""
-    source = zoo_run / EVALUATIONS_NPZ
+    source = zoo_run / files.EVALUATIONS_NPZ
     if not source.is_file():
         return None
-    shutil.copyfile(source, folder / EVALUATIONS_NPZ)
+    shutil.copyfile(source, folder / files.EVALUATIONS_NPZ)
     with np.load(source) as data:
         timesteps, results, lengths = data["timesteps"], np.asarray(data["results"], float), data["ep_lengths"]
     if len(timesteps) == 0:
         return None
-    rows = [
-        (int(t), float(np.mean(r)), float(np.std(r)), float(np.min(r)), float(np.max(r)), float(np.mean(n)), len(r))
-        for t, r, n in zip(timesteps, results, lengths)
-    ]
-    header = ("timesteps", "mean_return", "std_return", "min_return", "max_return", "mean_ep_length", "n_episodes")
-    write_csv(folder / EVALUATIONS_CSV, header, rows)
-    last = rows[-1]
-    return {"timesteps": last[0], "mean_return": last[1], "std_return": last[2], "n_episodes": last[6]}
+    returns = {"mean_return": results.mean(1), "std_return": results.std(1), "min_return": results.min(1)}
+    returns.update(max_return=results.max(1), mean_ep_length=lengths.mean(1), n_episodes=results.shape[1])
+    table = pd.DataFrame({"timesteps": timesteps.astype(int), **returns})
+    table.to_csv(folder / files.EVALUATIONS_CSV, index=False)
+    return table[["timesteps", "mean_return", "std_return", "n_episodes"]].to_dict("records")[-1]
 
 
 def _versions() -> dict[str, str]:
@@ -365,29 +301,9 @@ def _code_commit() -> dict[str, Any]:
 
 
 def _log_tail(path: Path, n_lines: int = 30) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return "".join(deque(file, maxlen=n_lines))
-    except OSError:
-        return ""
-
-
-# ---------------------------------------------------------------------- #
-# The runner
-# ---------------------------------------------------------------------- #
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to kill the child when the runner dies, so no orphan keeps writing into a run folder."""
-    with contextlib.suppress(Exception):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-class _Interrupted(Exception):
-    """The runner received SIGTERM or SIGHUP."""
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise _Interrupted(signal.Signals(signum).name)
+    with contextlib.suppress(OSError):
+        return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-n_lines:])
+    return ""
 
 
 @dataclass
@@ -398,32 +314,20 @@ class _Running:
     started: float
 
 
-def _format_duration(seconds: float | None) -> str:
-    if seconds is None or not np.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 class GridRunner:
     """
-    Run a grid of runs, ``jobs`` at a time, skipping the finished ones.
+    Run a grid of runs, ``jobs`` at a time (a pool of threads, each waiting on one launcher
+    subprocess), skipping the finished ones.
 
     :param runs: the runs of the grid
     :param settings: the grid's settings
     :param jobs: runs in parallel
-    :param status_every: seconds between two status lines (on a terminal, the status line
-        is redrawn every second instead)
+    :param status_every: seconds between two refreshes of the progress bar's list of running runs
     :param out: where progress is printed
     """
 
     def __init__(
-        self,
-        runs: Sequence[RunSpec],
-        settings: GridSettings,
-        jobs: int,
-        status_every: float = 60.0,
-        out: TextIO = sys.stdout,
+        self, runs: Sequence[RunSpec], settings: GridSettings, jobs: int, status_every: float = 60.0, out: TextIO = sys.stdout
     ):
         if jobs < 1:
             raise GridError(f"--jobs must be at least 1, got {jobs}.")
@@ -435,13 +339,12 @@ class GridRunner:
         self.jobs = jobs
         self.status_every = status_every
         self.out = out
-        self.tty = out.isatty()
-        self.durations: dict[str, list[float]] = {}
         self.failed: list[RunSpec] = []
         self.n_done = 0
-        self._last_status = 0.0
+        self._running: dict[RunSpec, _Running] = {}
+        self._guard = threading.Lock()
+        self._stopping = False
 
-    # -- planning ------------------------------------------------------ #
     def pending(self) -> list[RunSpec]:
         """
         The runs without ``done.json``.
@@ -450,11 +353,11 @@ class GridRunner:
         """
         clashes, pending = [], []
         for spec in self.runs:
-            done = spec.folder(self.settings.results) / DONE_FILE
+            done = spec.folder(self.settings.results) / files.DONE_FILE
             if not done.is_file():
                 pending.append(spec)
                 continue
-            finished = read_json(done).get("settings", {})
+            finished = files.read_json(done).get("settings", {})
             wanted = spec.settings(self.settings)
             differences = sorted(key for key in wanted.keys() | finished.keys() if wanted.get(key) != finished.get(key))
             if differences:
@@ -469,7 +372,6 @@ class GridRunner:
             )
         return pending
 
-    # -- one run ------------------------------------------------------- #
     def _start(self, spec: RunSpec) -> _Running:
         folder = spec.folder(self.settings.results)
         if folder.exists():
@@ -477,36 +379,49 @@ class GridRunner:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         command = spec.command(self.settings)
-        thread_env = thread_environment(self.settings.threads_per_run)
-        atomic_write_json(folder / SETTINGS_FILE, spec.settings(self.settings))
+        thread_env = _thread_environment(self.settings.threads_per_run)
+        files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
         env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
-        (folder / COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
-        log = open(folder / STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _finish
+        (folder / files.COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
+        log = open(folder / files.STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **thread_env},
+            # the run's callback stops it when this process dies (it watches its parent's pid)
+            env={**os.environ, **thread_env, files.RUNNER_PID_VARIABLE: str(os.getpid())},
             start_new_session=True,  # a Ctrl-C of the runner reaches the runner only; it stops the runs itself
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self._print(f"started  {spec.key}")
         return _Running(spec, process, log, time.monotonic())
 
+    def _execute(self, spec: RunSpec) -> None:
+        """Run one run to its end (in a worker thread) and collect its files."""
+        with self._guard:
+            if self._stopping:
+                return
+            running = self._running[spec] = self._start(spec)
+        running.process.wait()
+        running.log.close()
+        with self._guard:
+            del self._running[spec]
+            if self._stopping:
+                return
+        self._finish(running)
+
     def _finish(self, running: _Running) -> None:
         spec, folder = running.spec, running.spec.folder(self.settings.results)
-        running.log.close()
         wall_time = time.monotonic() - running.started
         rc = running.process.returncode
         problem = None
         training: dict[str, Any] = {}
         if rc != 0:
             problem = f"the launcher exited with status {rc}"
-        elif not (folder / TRAINING_FILE).is_file():
-            problem = f"no {TRAINING_FILE}: the diagnostics callback did not run to the end of training"
+        elif not (folder / files.TRAINING_FILE).is_file():
+            problem = f"no {files.TRAINING_FILE}: the diagnostics callback did not run to the end of training"
         else:
-            training = read_json(folder / TRAINING_FILE)
+            training = files.read_json(folder / files.TRAINING_FILE)
             if training["timesteps"] < training["total_timesteps"]:
                 problem = f"training stopped at {training['timesteps']} of {training['total_timesteps']} timesteps"
         if problem is None:
@@ -516,39 +431,39 @@ class GridRunner:
                 problem = f"collecting the run's files failed: {type(error).__name__}: {error}"
         if problem is not None:
             self.failed.append(spec)
-            atomic_write_json(
-                folder / FAILED_FILE,
+            files.atomic_write_json(
+                folder / files.FAILED_FILE,
                 {"settings": spec.settings(self.settings), "returncode": rc, "problem": problem, "wall_time_s": wall_time},
             )
-            tail = _log_tail(folder / STDOUT_FILE)
-            self._print(f"FAILED   {spec.key}: {problem}; see {folder / STDOUT_FILE}\n{tail}")
+            self._print(
+                f"FAILED   {spec.key}: {problem}; see {folder / files.STDOUT_FILE}\n{_log_tail(folder / files.STDOUT_FILE)}"
+            )
             return
         self.n_done += 1
-        self.durations.setdefault(spec.env, []).append(wall_time)
-        self._print(f"finished {spec.key} in {_format_duration(wall_time)}")
+        self._print(f"finished {spec.key} in {datetime.timedelta(seconds=round(wall_time))}")
 
     def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
         zoo_run = _zoo_run_folder(folder)
         if zoo_run is None:
-            return f"the launcher left no run folder in {folder / ZOO_FOLDER}"
+            return f"the launcher left no run folder in {folder / files.ZOO_FOLDER}"
         final_eval = _evaluations(zoo_run, folder)
         if final_eval is None and self.settings.eval_freq > 0:
-            return f"no evaluation in {zoo_run / EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
+            return f"no evaluation in {zoo_run / files.EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
         configs = sorted(zoo_run.glob("*/config.yml"))
         hyperparams = _load_zoo_config(configs[0]) if configs else {}
-        if not (folder / DIAGNOSTICS_FILE).is_file():
-            return f"no {DIAGNOSTICS_FILE}"
-        atomic_write_json(
-            folder / DONE_FILE,
+        if not (folder / files.DIAGNOSTICS_FILE).is_file():
+            return f"no {files.DIAGNOSTICS_FILE}"
+        files.atomic_write_json(
+            folder / files.DONE_FILE,
             {
-                "format": FORMAT_VERSION,
+                "format": files.FORMAT_VERSION,
                 "settings": spec.settings(self.settings),
                 "env": spec.env,
                 "algo": spec.algo,
                 "variant": spec.variant.name,
                 "variant_params": dict(spec.variant.params),
                 "seed": spec.seed,
-                "command": (folder / COMMAND_FILE).read_text(encoding="utf-8").strip(),
+                "command": (folder / files.COMMAND_FILE).read_text(encoding="utf-8").strip(),
                 "zoo_folder": str(zoo_run.relative_to(folder)),
                 "timesteps": training["timesteps"],
                 "wall_time_s": wall_time,
@@ -568,139 +483,91 @@ class GridRunner:
         )
         return None
 
-    # -- progress ------------------------------------------------------ #
     def _print(self, message: str) -> None:
-        stamp = datetime.datetime.now().strftime("%H:%M:%S")
-        if self.tty:
-            self.out.write("\r\033[K")
-        self.out.write(f"[{stamp}] {message}\n")
-        self.out.flush()
+        tqdm.write(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=self.out)
 
-    def _fraction(self, running: _Running) -> float | None:
-        try:
-            progress = read_json(running.spec.folder(self.settings.results) / PROGRESS_FILE)
-            return progress["timesteps"] / progress["total_timesteps"] if progress["total_timesteps"] else None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _eta(self, queue: Sequence[RunSpec], running: dict[int, _Running]) -> float | None:
-        """Remaining seconds: per-env mean duration of the runs finished so far, else what running runs project."""
-        now = time.monotonic()
-        fractions = {pid: self._fraction(run) for pid, run in running.items()}
-        projected: dict[str, list[float]] = {}
-        for pid, run in running.items():
-            fraction = fractions[pid]
-            if fraction is not None and fraction >= 0.02:
-                projected.setdefault(run.spec.env, []).append((now - run.started) / fraction)
-        every = [d for values in (self.durations or projected).values() for d in values]
-        if not every:
-            return None
-
-        def estimate(env: str) -> float:
-            values = self.durations.get(env) or projected.get(env) or every
-            return float(np.mean(values))
-
-        work = sum(estimate(spec.env) for spec in queue)
-        for pid, run in running.items():
-            elapsed, fraction = now - run.started, fractions[pid]
-            if fraction is not None and fraction >= 0.02:
-                work += elapsed * (1.0 - fraction) / fraction
-            else:
-                work += max(estimate(run.spec.env) - elapsed, 0.0)
-        return work / self.jobs
-
-    def _status(self, total: int, queue: Sequence[RunSpec], running: dict[int, _Running], start: float) -> None:
-        parts = [
-            f"{self.n_done}/{total} done",
-            f"{len(running)} running",
-            f"{len(queue)} queued",
-        ]
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed")
-        parts += [
-            f"elapsed {_format_duration(time.monotonic() - start)}",
-            f"ETA {_format_duration(self._eta(queue, running))}",
-        ]
-        now_running = []
-        for run in running.values():
-            fraction = self._fraction(run)
-            now_running.append(f"{run.spec.key} {'?' if fraction is None else f'{min(100 * fraction, 100):.0f}%'}")
-        line = " | ".join(parts)
-        if self.tty:
-            self.out.write("\r\033[K" + (line + " | " + ", ".join(now_running))[: shutil.get_terminal_size().columns - 1])
-            self.out.flush()
-        else:
-            self._print(line + ("\n    running: " + ", ".join(now_running) if now_running else ""))
-
-    # -- the loop ------------------------------------------------------ #
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.settings.results.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.results / LOCK_FILE, "w") as lock:
+    def _running_text(self) -> str:
+        """The running runs and how far each is, from its ``progress.json``."""
+        parts = []
+        for spec in list(self._running):
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise GridError(f"Another runner is working on {self.settings.results}.") from error
-            yield
+                progress = files.read_json(spec.folder(self.settings.results) / files.PROGRESS_FILE)
+                parts.append(f"{spec.key} {100 * progress['timesteps'] / progress['total_timesteps']:.0f}%")
+            except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+                parts.append(f"{spec.key} ?")
+        return ", ".join(parts)
 
-    def _stop(self, running: dict[int, _Running]) -> None:
-        for run in running.values():
+    def _stop(self) -> None:
+        """Stop every running run: SIGTERM to its process group, SIGKILL after 10 s."""
+        with self._guard:
+            self._stopping = True
+            running = list(self._running.values())
+        for run in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
-        for run in running.values():
+        for run in running:
             try:
                 run.process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(run.process.pid, signal.SIGKILL)
-                run.process.wait()
-            run.log.close()
 
     def run(self, argv: Sequence[str] | None = None) -> int:
         """
-        Run every unfinished run.
+        Run every unfinished run; only one runner at a time may work on a results folder.
 
-        :param argv: the runner's own command line, appended to ``runner_commands.txt``
+        :param argv: the runner's own command line, appended to ``runner_commands.txt`` when there is work to do
         :return: 0 when every run is finished, 1 when some failed, 130 when interrupted
+        :raises GridError: when another runner holds the folder's lock, or finished runs clash with the settings
         """
-        with self._lock():
-            queue = deque(self.pending())
-            total, self.n_done = len(self.runs), len(self.runs) - len(queue)
-            if argv is not None:
-                stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
-                    file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+        self.settings.results.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(self.settings.results / LOCK_FILE, timeout=0):
+                return self._run(argv)
+        except Timeout as error:
+            raise GridError(f"Another runner is working on {self.settings.results}.") from error
+
+    def _run(self, argv: Sequence[str] | None) -> int:
+        queue = self.pending()
+        total, self.n_done = len(self.runs), len(self.runs) - len(queue)
+        if argv is not None and queue:
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
+                file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+        self._print(
+            f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
+            f"-> {self.settings.results}"
+        )
+        start = time.monotonic()
+        # SIGTERM and SIGHUP stop the grid as Ctrl-C does (KeyboardInterrupt)
+        previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        bar = tqdm(total=total, initial=self.n_done, unit="run", file=self.out, dynamic_ncols=True)
+        pool = ThreadPoolExecutor(self.jobs)
+        try:
+            pending = {pool.submit(self._execute, spec) for spec in queue}
+            while pending:
+                done, pending = wait(pending, timeout=self.status_every, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a bug in the runner itself stops the grid
+                bar.update(len(done))
+                bar.set_postfix_str(self._running_text())
+        except KeyboardInterrupt:
+            n_running = len(self._running)
+            self._stop()
+            pool.shutdown(cancel_futures=True)
             self._print(
-                f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
-                f"-> {self.settings.results}"
+                f"interrupted; stopped {n_running} run(s). Run the same command again to resume: finished runs are kept, "
+                "unfinished ones restart."
             )
-            running: dict[int, _Running] = {}
-            start = time.monotonic()
-            previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
-            try:
-                while queue or running:
-                    while queue and len(running) < self.jobs:
-                        run = self._start(queue.popleft())
-                        running[run.process.pid] = run
-                    time.sleep(0.2)
-                    for pid in [pid for pid, run in running.items() if run.process.poll() is not None]:
-                        self._finish(running.pop(pid))
-                    if time.monotonic() - self._last_status >= (1.0 if self.tty else self.status_every):
-                        self._last_status = time.monotonic()
-                        self._status(total, queue, running, start)
-            except (KeyboardInterrupt, _Interrupted) as interruption:
-                self._stop(running)
-                self._print(
-                    f"interrupted ({type(interruption).__name__} {interruption}); stopped {len(running)} run(s). "
-                    "Run the same command again to resume: finished runs are kept, unfinished ones restart."
-                )
-                return 130
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            self._print(
-                f"grid finished in {_format_duration(time.monotonic() - start)}: {self.n_done}/{total} runs done"
-                + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
-            )
-            return 1 if self.failed else 0
+            return 130
+        finally:
+            pool.shutdown()
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self._print(
+            f"grid finished in {datetime.timedelta(seconds=round(time.monotonic() - start))}: {self.n_done}/{total} runs done"
+            + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
+        )
+        return 1 if self.failed else 0

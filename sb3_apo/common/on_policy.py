@@ -40,6 +40,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from sb3_apo.common import diagnostics as update_diagnostics
 from sb3_apo.common.async_rollouts import (
     BUFFER_ARRAYS,
     ForkedRolloutActor,
@@ -48,9 +49,8 @@ from sb3_apo.common.async_rollouts import (
     policy_weights,
     vtrace,
 )
-from sb3_apo.common.buffers import PARAMS_CHUNK_SIZE, DistributionParamsMixin, anchored_buffer_class
+from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
-from sb3_apo.common.diagnostics import UpdateDiagnostics
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -221,6 +221,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
         ``"gae"``, GAE from the values recorded by the actor; ``"vtrace"``, V-trace from the learner's values
+    :param diagnostics_freq: measure the diagnostics (``train/kl``, ``train/ratio_max``,
+        ``train/anchor_ratio_max`` ...) after every ``diagnostics_freq``-th update only (1: after every
+        update; the measurement costs one forward pass over the rollout). An algorithm whose state
+        adapts to them (PPOPenalty's adaptive ``beta``) measures after every update regardless
+        (:meth:`PPOFamilyAlgorithm._diagnostics_needed`); ``_after_policy_update`` runs after the
+        updates that were measured
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
@@ -267,6 +273,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         max_policy_lag: int = 1,
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
+        diagnostics_freq: int = 1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -290,6 +297,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         check_range("max_grad_norm", max_grad_norm, 0, low_open=True)
         check_range("target_kl", target_kl, 0, low_open=True, allow_none=True)
         check_range("n_anchor_actions", n_anchor_actions, 1, integer=True)
+        check_range("diagnostics_freq", diagnostics_freq, 1, integer=True)
         check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
         check_range("max_policy_lag", max_policy_lag, 0, integer=True)
         check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
@@ -346,6 +354,9 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self._rollout_actor: RolloutActor | None = None
         self._rollout_env_stale = False  # an actor moved the env on: the next one resets it
         self._policy_version = 0  # updates since the actor started
+        self.diagnostics_freq = diagnostics_freq
+        #: The diagnostics of the last update, ``None`` when it was not measured (see ``diagnostics_freq``).
+        self.last_diagnostics: dict[str, float] | None = None
         if self.env is not None:
             self._check_action_space()
             self._check_batch_size(self.env)
@@ -797,13 +808,16 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             if not continue_training:
                 break
 
-        diagnostics = self.measure_update()
-        self._after_policy_update(diagnostics)
+        self.last_diagnostics = None
+        iteration = self.num_timesteps // (self.n_steps * self.n_envs)
+        if self._diagnostics_needed() or iteration % self.diagnostics_freq == 0:
+            self.last_diagnostics = diagnostics = self.measure_update()
+            self._after_policy_update(diagnostics)
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         for name, values_of_term in logs.items():
             self.logger.record(f"train/{name}", np.mean(values_of_term))
-        for name, value in diagnostics.items():
+        for name, value in (self.last_diagnostics or {}).items():
             self.logger.record(f"train/{name}", value)
         self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
         self.logger.record("train/loss", loss.item())
@@ -816,31 +830,30 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
+    def _diagnostics_needed(self) -> bool:
+        """Whether the algorithm's state needs the diagnostics after every update, whatever ``diagnostics_freq`` says."""
+        return False
+
     def measure_update(self) -> dict[str, float]:
         """
         How far the update moved the policy from ``pi_old``, measured on the whole
-        rollout without gradient (:class:`sb3_apo.common.diagnostics.UpdateDiagnostics`).
+        rollout without gradient (:func:`sb3_apo.common.diagnostics.measure_update`).
 
         :return: ``kl`` (mean exact ``KL(pi_old || pi)``), ``anchor_divergence`` (mean exact
             ``1/2 chi2`` over the unsampled actions), ``ratio_max``, ``ratio_dev``,
             ``anchor_ratio_max`` and ``anchor_ratio_dev``
         """
-        self.policy.set_training_mode(False)
-        diagnostics = UpdateDiagnostics()
-        with th.no_grad():
-            for data in self.rollout_buffer.get_in_order(PARAMS_CHUNK_SIZE):  # type: ignore[attr-defined]
-                actions = data.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else data.actions
-                distribution = self.policy.get_distribution(data.observations)
-                diagnostics.add(
-                    self.distribution_math,
-                    data.old_distribution_params,
-                    self.distribution_math.params(distribution),
-                    distribution.log_prob(actions) - data.old_log_prob,
-                    data.actions,
-                    self.n_anchor_actions,
-                    self._diagnostics_generator,
-                )
-        return diagnostics.as_dict()
+        buffer = self.rollout_buffer  # flattened by get() during the update
+        return update_diagnostics.measure_update(
+            self.policy,
+            self.distribution_math,
+            buffer.observations,  # type: ignore[arg-type]
+            buffer.actions,
+            buffer.distribution_params,  # type: ignore[attr-defined]
+            buffer.log_probs,
+            self.n_anchor_actions,
+            self._diagnostics_generator,
+        )
 
     def _non_finite_message(self, term: str, epoch: int) -> str:
         # _check_rollout_is_finite() has passed: the data are finite, so the optimisation itself blew up.

@@ -90,11 +90,6 @@ class PassAtKResult:
         """The distinct valid solutions found, per problem on average."""
         return float(self.distinct_solutions.mean())
 
-    @property
-    def total_distinct_solutions(self) -> int:
-        """The distinct valid solutions found, over all problems."""
-        return int(self.distinct_solutions.sum())
-
 
 def _policy_of(model: BaseAlgorithm | BasePolicy) -> BasePolicy:
     return model.policy if isinstance(model, BaseAlgorithm) else model

@@ -73,6 +73,9 @@ class PPOPenalty(PPOFamilyAlgorithm):
         kl_penalty = batch.kl.mean()
         return surrogate + self.kl_coef * kl_penalty, {"policy_gradient_loss": surrogate, "kl_penalty": kl_penalty}
 
+    def _diagnostics_needed(self) -> bool:
+        return self.adaptive_kl  # beta adapts to the rollout KL of every update
+
     def _after_policy_update(self, diagnostics: dict[str, float]) -> None:
         self.logger.record("train/kl_coef", self.kl_coef)  # the beta this update used
         if self.adaptive_kl:

@@ -1,0 +1,427 @@
+"""
+The report step: a results folder written by the grid runner -> tables and plots.
+
+A run's score is the mean of its last ``final_window`` deterministic evaluations
+(rl-zoo3's ``EvalCallback``). Per env and (algorithm, variant), the report gives, with
+`rliable <https://github.com/google-research/rliable>`_'s metrics, the interquartile mean (IQM) of the
+seeds' scores with a 95% stratified-bootstrap interval, and the probability of improvement
+over PPO-clip (SB3's ``ppo`` with the same ``n_epochs``, the same variant where there is one).
+Outputs, in ``<results>/report/`` unless told otherwise:
+
+- ``summary.md``: those tables, the diagnostics table and the figures;
+- ``summary.csv``: one row per (env, algorithm, variant); ``runs.csv``: one row per finished run;
+- ``diagnostics.csv``: per (env, algorithm, variant) and quantity (KL, largest anchor ratio,
+  policy std), the median over the seeds' updates in each quarter of the training budget;
+- ``curves_<env>.png``: evaluation return over training, mean and 95% band over seeds;
+- ``diagnostics_<env>.png``: KL, largest anchor ratio and policy std over training.
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sb3_apo.benchmark.files import DIAGNOSTICS_FILE, DONE_FILE, EVALUATIONS_CSV, SETTINGS_FILE, read_json, safe_name
+from sb3_apo.benchmark.grid import BASE_VARIANT
+from sb3_apo.zoo.registry import ZOO_ALGORITHMS
+
+#: The reference of the probability of improvement: SB3's PPO with clipping.
+REFERENCE = "ppo"
+#: Algorithms in the order tables and legends list them (the package's, then PPO); others follow alphabetically.
+ALGO_ORDER = (*ZOO_ALGORITHMS, REFERENCE)
+#: The diagnostics of the quarter table and plots: (name, key suffix or column, label).
+DIAGNOSTICS = (("KL", "kl", "KL(pi_old || pi) per update"), ("anchor ratio max", "anchor_ratio_max", "largest anchor ratio"))
+STD = ("policy std", "train/std", "policy std")
+QUARTERS = ("Q1", "Q2", "Q3", "Q4")
+
+
+def format_number(value: Any) -> str:
+    """
+    A compact number for tables: no decimals from 100 up, two from 1, three significant digits below.
+
+    :param value: the number (``None``/NaN: ``n/a``)
+    """
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], list[Path]]:
+    """
+    Every finished run under a results folder.
+
+    :param results: the results folder
+    :param final_window: evaluations averaged for a run's score
+    :return: one row per run (sorted by env, algorithm, variant, seed), every evaluation (with the
+        run's ``folder``), each run's ``diagnostics.csv`` by folder, and the unfinished run folders
+    """
+    rows, logs, curves = [], {}, []
+    for done_path in sorted(results.rglob(DONE_FILE)):
+        folder, done = done_path.parent, read_json(done_path)
+        params = {**(done.get("variant_params") or {}), **(done.get("hyperparams") or {})}
+        budget = (done.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or done["timesteps"]
+        evaluations = pd.read_csv(folder / EVALUATIONS_CSV) if (folder / EVALUATIONS_CSV).is_file() else pd.DataFrame()
+        name = str(folder.relative_to(results))
+        curves.append(evaluations.assign(folder=name))
+        logs[name] = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
+        rows.append(
+            {
+                "env": done["env"],
+                "algo": done["algo"],
+                "variant": done["variant"],
+                "seed": int(done["seed"]),
+                "n_epochs": int(float(params["n_epochs"])) if "n_epochs" in params else None,
+                "budget_timesteps": int(float(budget)),
+                "timesteps": done.get("timesteps"),
+                "eval_episodes": done.get("eval_episodes"),
+                "score": evaluations["mean_return"].tail(final_window).mean() if len(evaluations) else np.nan,
+                "steps_per_s": done.get("steps_per_s"),
+                "steps_per_s_median_update": done.get("steps_per_s_median_update"),
+                "wall_time_s": done.get("wall_time_s"),
+                "folder": name,
+            }
+        )
+    unfinished = sorted(path.parent for path in results.rglob(SETTINGS_FILE) if not (path.parent / DONE_FILE).is_file())
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        order = {algo: index for index, algo in enumerate(ALGO_ORDER)}
+        runs = runs.assign(
+            _algo=runs["algo"].map(lambda algo: (order.get(algo, len(order)), algo)),
+            _variant=runs["variant"].map(lambda variant: (variant != BASE_VARIANT, variant)),
+        )
+        runs = runs.sort_values(["env", "_algo", "_variant", "seed"]).drop(columns=["_algo", "_variant"])
+        runs = runs.assign(label=[a if v == BASE_VARIANT else f"{a} [{v}]" for a, v in zip(runs["algo"], runs["variant"])])
+    evaluations = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return runs.reset_index(drop=True), evaluations, logs, unfinished
+
+
+def _bootstrap(samples: list[np.ndarray], statistic: Any, reps: int) -> tuple[float, float, float]:
+    """
+    An rliable statistic of one task's runs (``(n_runs, 1)`` arrays, one per algorithm) and its 95% percentile
+    interval, resampling the runs of each algorithm independently: rliable's stratified bootstrap for one task.
+    scipy does the resampling (rliable 1.2.0's own bootstrap needs ``arch<8``, which cannot import with
+    pandas 3); a fixed seed makes the report reproducible.
+    """
+    point = float(statistic(*samples))
+    if any(len(sample) < 2 for sample in samples):
+        return point, np.nan, np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a degenerate sample (all runs equal) gives a NaN interval, as it should
+        interval = stats.bootstrap(
+            [sample[:, 0] for sample in samples],
+            lambda *runs: statistic(*(run[:, None] for run in runs)),
+            n_resamples=reps,
+            method="percentile",
+            vectorized=False,
+            rng=np.random.default_rng(0),
+        ).confidence_interval
+    return point, float(interval.low), float(interval.high)
+
+
+def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
+    """
+    One row per (env, algorithm, variant): seeds, budget, IQM of the scores with its interval, mean and
+    std, and the probability of improvement over PPO-clip with its interval.
+
+    :param runs: see :func:`load_runs`
+    :param reps: bootstrap replications
+    """
+    from rliable import metrics
+
+    def column(scores: pd.Series) -> np.ndarray:
+        return scores.dropna().to_numpy(float)[:, None]  # rliable's (runs x tasks) with one task
+
+    rows = []
+    for (env, algo, variant), group in runs.groupby(["env", "algo", "variant"], sort=False):
+        scores = column(group["score"])
+        iqm = _bootstrap([scores], metrics.aggregate_iqm, reps) if len(scores) else (np.nan,) * 3
+        # the PPO runs of the same env and n_epochs, the same variant first
+        references = runs[(runs["env"] == env) & (runs["algo"] == REFERENCE)]
+        references = references[references["n_epochs"] == group["n_epochs"].iloc[0]]
+        if len(references):
+            same = references["variant"] == variant
+            reference = references[same] if same.any() else references[references["variant"] == references["variant"].iloc[0]]
+        else:
+            reference = references
+        poi = (np.nan,) * 3
+        if algo != REFERENCE and len(scores) and len(column(reference["score"])):
+            poi = _bootstrap([scores, column(reference["score"])], metrics.probability_of_improvement, reps)
+        rows.append(
+            {
+                "env": env,
+                "algo": algo,
+                "variant": variant,
+                "label": group["label"].iloc[0],
+                "n_epochs": group["n_epochs"].iloc[0],
+                "n_seeds": len(group),
+                "seeds": " ".join(map(str, group["seed"])),
+                "budget_timesteps": " / ".join(map(str, sorted(set(group["budget_timesteps"])))),
+                "eval_episodes": group["eval_episodes"].iloc[0],
+                "iqm": iqm[0],
+                "iqm_low": iqm[1],
+                "iqm_high": iqm[2],
+                "mean": group["score"].mean(),
+                "std": group["score"].std(),
+                "p_improvement": poi[0],
+                "p_improvement_low": poi[1],
+                "p_improvement_high": poi[2],
+                "reference": "" if algo == REFERENCE or not len(reference) else reference["label"].iloc[0],
+                "scores": " ".join(f"{value:.6g}" for value in group["score"]),
+                "steps_per_s": group["steps_per_s_median_update"].fillna(group["steps_per_s"]).mean(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def diagnostic_column(log: pd.DataFrame, suffix: str, source: str) -> str | None:
+    """
+    The column of ``diagnostics.csv`` holding a diagnostic: ``diag/<suffix>`` (measured alike for every
+    algorithm) or ``train/<suffix>`` (the algorithm's own), as ``source`` asks.
+
+    :param log: a run's ``diagnostics.csv``
+    :param suffix: ``kl``, ``anchor_ratio_max`` ...
+    :param source: ``diag``, ``train`` or ``auto`` (``diag`` where logged, else ``train``)
+    """
+    candidates = {"diag": ["diag/"], "train": ["train/"], "auto": ["diag/", "train/"]}[source]
+    return next((p + suffix for p in candidates if p + suffix in log and log[p + suffix].notna().any()), None)
+
+
+def diagnostics_long(runs: pd.DataFrame, logs: dict[str, pd.DataFrame], source: str) -> pd.DataFrame:
+    """
+    Every logged value of the diagnostics, one row per (run, update, quantity), with its timestep
+    (``diag/timesteps``, else ``time/total_timesteps``) and its quarter of the run's budget.
+
+    :param runs: see :func:`load_runs`
+    :param logs: the runs' ``diagnostics.csv``
+    :param source: see :func:`diagnostic_column`
+    """
+    frames = []
+    for run in runs.itertuples():
+        log = logs[run.folder]
+        if "time/total_timesteps" not in log:
+            continue
+        x = (
+            log["diag/timesteps"].fillna(log["time/total_timesteps"])
+            if "diag/timesteps" in log
+            else log["time/total_timesteps"]
+        )
+        for quantity, suffix, _ in DIAGNOSTICS:
+            column = diagnostic_column(log, suffix, source)
+            if column is not None:
+                frames.append(pd.DataFrame({"timesteps": x, "value": log[column], "quantity": quantity, "folder": run.folder}))
+        if STD[1] in log:
+            frames.append(pd.DataFrame({"timesteps": x, "value": log[STD[1]], "quantity": STD[0], "folder": run.folder}))
+    if not frames:
+        return pd.DataFrame(columns=["timesteps", "value", "quantity", "folder", "quarter"])
+    values = pd.concat(frames, ignore_index=True).dropna(subset=["timesteps", "value"])
+    values = values.merge(runs[["folder", "env", "algo", "variant", "label", "seed", "budget_timesteps"]], on="folder")
+    fraction = values["timesteps"] / values["budget_timesteps"]
+    values["quarter"] = pd.cut(fraction, [-np.inf, 0.25, 0.5, 0.75, np.inf], labels=QUARTERS)
+    return values
+
+
+def quarter_medians(values: pd.DataFrame) -> pd.DataFrame:
+    """
+    Per (env, algorithm, variant) and quantity, the median over the seeds' updates in each quarter.
+
+    :param values: see :func:`diagnostics_long`
+    """
+    keys = ["env", "algo", "variant", "label", "quantity"]
+    table = values.groupby([*keys, "quarter"], sort=False, observed=True)["value"].median().unstack("quarter")
+    return table.reindex(columns=list(QUARTERS)).reset_index()
+
+
+def _save(figure: Any, path: Path) -> Path:
+    from matplotlib import pyplot
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+    return path
+
+
+def _figures(
+    env: str, runs: pd.DataFrame, evaluations: pd.DataFrame, values: pd.DataFrame, out: Path, smooth: int
+) -> list[Path]:
+    """The learning curves and the diagnostics over training of one env."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+    from matplotlib import pyplot
+
+    env_runs = runs[runs["env"] == env]
+    labels = list(dict.fromkeys(env_runs["label"]))
+    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
+    written = []
+    curves = evaluations.merge(env_runs[["folder", "label"]], on="folder") if len(evaluations) else evaluations
+    if len(curves):
+        figure, axis = pyplot.subplots(figsize=(7.5, 4.8))
+        sns.lineplot(
+            curves, x="timesteps", y="mean_return", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axis
+        )
+        axis.set(title=f"{env}: deterministic evaluation return, mean and 95% CI over seeds", ylabel="return")
+        written.append(_save(figure, out / f"curves_{safe_name(env)}.png"))
+    env_values = values[values["env"] == env].copy()
+    if len(env_values):
+        # a centred moving average per run, in log space (the diagnostics span decades)
+        env_values["value"] = 10 ** env_values.groupby(["folder", "quantity"])["value"].transform(
+            lambda series: np.log10(series.clip(lower=1e-12)).rolling(smooth, center=True, min_periods=1).mean()
+        )
+        panels = [(name, label) for name, _, label in (*DIAGNOSTICS, STD)]
+        figure, axes = pyplot.subplots(1, len(panels), figsize=(6 * len(panels), 4.6))
+        for axis, (quantity, label) in zip(axes, panels):
+            data = env_values[env_values["quantity"] == quantity]
+            if len(data):
+                sns.lineplot(
+                    data, x="timesteps", y="value", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axis
+                )
+            axis.set(title=f"{env}: {label}", ylabel=f"{label} (log)", yscale="log")
+        figure.suptitle(f"{env}: diagnostics after each update, mean and 95% CI over seeds (moving average of {smooth})")
+        written.append(_save(figure, out / f"diagnostics_{safe_name(env)}.png"))
+    return written
+
+
+def _interval(point: float, low: float, high: float) -> str:
+    if not np.isfinite(point):
+        return "n/a"
+    return format_number(point) + ("" if not np.isfinite(low) else f" [{format_number(low)}, {format_number(high)}]")
+
+
+def make_report(
+    results: Path,
+    out: Path | None = None,
+    final_window: int = 5,
+    smooth_window: int = 5,
+    source: str = "auto",
+    reps: int = 2000,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """
+    Write the tables and plots of a results folder.
+
+    :param results: the results folder (the grid runner's ``--results``)
+    :param out: the output folder (default: ``<results>/report``)
+    :param final_window: evaluations averaged for a run's score (the last ones)
+    :param smooth_window: moving-average window of the diagnostics plots, in updates
+    :param source: which KL and anchor ratio to use: ``diag`` (measured alike for every algorithm),
+        ``train`` (each algorithm's own log) or ``auto`` (``diag`` where logged)
+    :param reps: bootstrap replications of the intervals
+    :param figures: whether to draw the PNG figures (the tables alone are much faster)
+    :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written and the ``unfinished`` run folders
+    :raises ValueError: on a bad ``source``, ``final_window`` or ``reps``
+    :raises FileNotFoundError: when the folder holds no finished run
+    """
+    if source not in ("auto", "diag", "train"):
+        raise ValueError(f"source must be auto, diag or train, got {source!r}")
+    if final_window < 1 or reps < 1:
+        raise ValueError(f"final_window and reps must be at least 1, got {final_window} and {reps}")
+    runs, evaluations, logs, unfinished = load_runs(results, final_window)
+    if not len(runs):
+        raise FileNotFoundError(f"No finished run (no {DONE_FILE}) under {results}.")
+    out = out if out is not None else results / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(runs, reps)
+    values = diagnostics_long(runs, logs, source)
+    quarters = quarter_medians(values)
+    runs.drop(columns="label").to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    quarters.to_csv(out / "diagnostics.csv", index=False)
+    files = [out / "summary.md", out / "summary.csv", out / "runs.csv", out / "diagnostics.csv"]
+
+    lines = [
+        f"# Benchmark results: `{results.resolve().name}`",
+        "",
+        f"Score of a run: the mean of its last {final_window} deterministic evaluations. Per algorithm and variant: "
+        "the interquartile mean (IQM) of the seeds' scores, the mean ± sample std, and the probability that a run "
+        f"scores higher than a run of PPO-clip (`{REFERENCE}` with the same `n_epochs`), with 95% stratified-bootstrap "
+        f"intervals ({reps:,} replications; rliable's metrics). Budget: training timesteps per run.",
+        "",
+    ]
+    for env, table in summary.groupby("env", sort=False):
+        shown = pd.DataFrame(
+            {
+                "algorithm": [f"`{label}`" for label in table["label"]],
+                "n_epochs": table["n_epochs"].map(lambda n: "?" if pd.isna(n) else str(int(n))),
+                "seeds": [f"{n} ({seeds})" for n, seeds in zip(table["n_seeds"], table["seeds"])],
+                "budget": table["budget_timesteps"].map(lambda text: " / ".join(f"{int(b):,}" for b in text.split(" / "))),
+                "IQM [95% CI]": [_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
+                "mean ± std": [
+                    format_number(m) + ("" if not np.isfinite(sd) else f" ± {format_number(sd)}")
+                    for m, sd in zip(table["mean"], table["std"])
+                ],
+                f"P(> {REFERENCE}) [95% CI]": [
+                    "reference" if algo == REFERENCE else _interval(*row)
+                    for algo, *row in zip(
+                        table["algo"], table["p_improvement"], table["p_improvement_low"], table["p_improvement_high"]
+                    )
+                ],
+                "per-seed scores": table["scores"].map(lambda text: " ".join(format_number(float(v)) for v in text.split())),
+                "steps/s": table["steps_per_s"].map(format_number),
+            }
+        )
+        written = _figures(env, runs, evaluations, values, out, smooth_window) if figures else []
+        files += written
+        lines += [f"## {env}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"![{path.stem}]({path.name})" for path in written] + [""]
+    lines += [
+        "## Diagnostics over training",
+        "",
+        f"Median over the seeds' updates in each quarter of the budget. KL and largest anchor ratio: `{source}` "
+        "(`diag/*`: measured after the update on the whole rollout, alike for every algorithm; `train/*`: the "
+        "algorithm's own log); policy std: `train/std`.",
+        "",
+    ]
+    shown = quarters.assign(algorithm=[f"`{label}`" for label in quarters["label"]])
+    shown = shown[["env", "algorithm", "quantity", *QUARTERS]].assign(**{q: quarters[q].map(format_number) for q in QUARTERS})
+    lines.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "No diagnostics logged.")
+    if unfinished:
+        lines += ["", "## Unfinished runs (not in the tables)", ""]
+        lines += [f"- `{path.relative_to(results)}`" for path in unfinished]
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"runs": runs, "summary": summary, "diagnostics": quarters, "files": files, "unfinished": unfinished}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    ``python benchmarks/report.py RESULTS``: write the report of a results folder.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
+    parser = argparse.ArgumentParser(description="Tables and plots of a results folder of `python -m sb3_apo.benchmark run`.")
+    parser.add_argument("results", type=Path, help="results folder")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
+    parser.add_argument("--final-window", type=int, default=5, help="last evaluations averaged for a run's score (default: 5)")
+    parser.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the intervals (default: 2000)")
+    parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+    parser.add_argument(
+        "--diag-source",
+        choices=["auto", "diag", "train"],
+        default="auto",
+        help="KL and anchor ratio: diag/* (alike for every algorithm), train/* (each algorithm's own), auto (diag/*)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        result = make_report(
+            args.results, args.out, args.final_window, args.smooth, args.diag_source, args.reps, not args.no_figures
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(str(path) for path in result["files"]))
+    if result["unfinished"]:
+        print(f"{len(result['unfinished'])} unfinished run(s) left out (listed in summary.md).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""
+The speed benchmark: training steps per second of several contenders on the same env,
+measured in one process, interleaved over several rounds, each reported as a ratio to SB3's
+PPO in the same round; the bare environment's step rate (the same vectorised env with random
+actions, and a single unwrapped ``gym.make`` env) is the ceiling.
+
+A contender is ``algo`` or ``algo:key=value,...`` (the grid's variant syntax, with the
+algorithm as the name), e.g. ``apo``, ``apo:diagnostics_freq=10`` or ``ppo``. rl-zoo3's
+``ExperimentManager`` builds each model and its env from a hyperparameter file, as the
+launcher does: ``<hyperparams_dir>/<algo>.yml``, by default the project's files (for
+``ppo`` too), the overrides applied as ``-params`` would apply them.
+"""
+
+import argparse
+import gc
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_apo.benchmark.files import atomic_write_json
+from sb3_apo.benchmark.grid import parse_overrides
+
+#: The reference every rate is divided by: SB3's PPO, without overrides.
+REFERENCE = "ppo"
+#: Names of the two environment-only measurements.
+VEC_ENV = "env: same VecEnv, random actions"
+RAW_ENV = "env: one gym.make env, random actions"
+#: The files a finished measurement leaves in ``--out``.
+OUTPUT_FILES = ("speed.md", "speed.json", "speed_summary.csv", "speed.csv", "command.txt")
+
+
+@dataclass
+class Contender:
+    """
+    Something whose step rate is measured.
+
+    :param name: its name in the table
+    :param step: runs about ``n`` environment steps; returns the number of steps done
+    :param settings: the hyperparameters it was built with, as text (empty for the envs)
+    """
+
+    name: str
+    step: Callable[[int], int]
+    settings: str = ""
+
+
+def build_model(
+    contender: str, env_id: str, hyperparams_dir: Path | None, log_folder: str, seed: int, device: str
+) -> tuple[BaseAlgorithm, Any, dict[str, Any]]:
+    """
+    Build a contender's model and env with rl-zoo3's ``ExperimentManager``.
+
+    :param contender: ``algo`` or ``algo:key=value,...``
+    :param env_id: the environment id
+    :param hyperparams_dir: the folder of ``<algo>.yml`` files (``None``: the project's files, else rl-zoo3's)
+    :param log_folder: a scratch folder for rl-zoo3's files
+    :param seed: the seed of the model and its envs
+    :param device: the torch device
+    :return: the model, its experiment manager and the hyperparameters it was built with
+    :raises ValueError: for an unknown algorithm, a malformed contender or an env missing from the file
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.utils import ALGOS, StoreDict
+
+    from sb3_apo.zoo.registry import default_hyperparams_file, register_algorithms
+
+    register_algorithms()
+    algo, params = parse_overrides(contender)
+    if algo not in ALGOS:
+        raise ValueError(f"Unknown algorithm {algo!r} in contender {contender!r}; known: {', '.join(sorted(ALGOS))}.")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-params", nargs="*", action=StoreDict, default={})
+    overrides = parser.parse_args(["-params", *(f"{key}:{value}" for key, value in params)]).params
+    config = hyperparams_dir / f"{algo}.yml" if hyperparams_dir is not None else default_hyperparams_file(algo)
+    manager = ExperimentManager(
+        argparse.Namespace(),
+        algo,
+        env_id,
+        log_folder,
+        hyperparams=overrides,
+        n_timesteps=1,  # unused: the benchmark calls learn() itself
+        eval_freq=-1,
+        seed=seed,
+        verbose=0,
+        device=device,
+        config=None if config is None else str(config),
+    )
+    model, saved = manager.setup_experiment()  # type: ignore[misc]
+    return model, manager, {**saved, **overrides}
+
+
+def model_contender(name: str, model: BaseAlgorithm, settings: dict[str, Any]) -> Contender:
+    """
+    Training steps of a model: ``learn()`` continued for ``n`` more steps (whole rollouts).
+
+    :param name: its name in the table
+    :param model: the model
+    :param settings: the hyperparameters it was built with
+    """
+
+    def step(n: int) -> int:
+        before = model.num_timesteps
+        model.learn(n, reset_num_timesteps=before == 0)
+        return model.num_timesteps - before
+
+    return Contender(name, step, ", ".join(f"{key}={value}" for key, value in settings.items() if key != "n_timesteps"))
+
+
+def env_contender(name: str, env: VecEnv, seed: int) -> Contender:
+    """
+    Steps of a vectorised env (the one a model trains on) with random actions drawn beforehand.
+
+    :param name: its name in the table
+    :param env: the env
+    :param seed: seed of the action draws
+    """
+    env.reset()
+    env.action_space.seed(seed)
+    actions = np.stack([np.stack([env.action_space.sample() for _ in range(env.num_envs)]) for _ in range(256)])
+
+    def step(n: int) -> int:
+        calls = max(n // env.num_envs, 1)
+        for index in range(calls):
+            env.step(actions[index % len(actions)])
+        return calls * env.num_envs
+
+    return Contender(name, step)
+
+
+def raw_env_contender(env_id: str, seed: int) -> Contender:
+    """
+    Steps of one ``gym.make`` env with random actions drawn beforehand, resetting at episode ends.
+
+    :param env_id: the environment id
+    :param seed: seed of the env and the action draws
+    """
+    env = gym.make(env_id)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(1024)]
+
+    def step(n: int) -> int:
+        for index in range(n):
+            _, _, terminated, truncated, _ = env.step(actions[index % len(actions)])
+            if terminated or truncated:
+                env.reset()
+        return n
+
+    return Contender(RAW_ENV, step)
+
+
+def summarise(measurements: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """
+    Per contender: median, min and max steps/s, and its ratio to the reference in the same round
+    (mean, std, min, max) by wall time, and by process CPU time (mean, std).
+
+    :param measurements: one row per (round, contender)
+    :param reference: the contender every rate is divided by
+    """
+    names = list(dict.fromkeys(measurements["contender"]))
+    rates = measurements.pivot(index="round", columns="contender", values="steps_per_s")[names]
+    ratios = rates.div(rates[reference], axis=0)
+    cpu = measurements.pivot(index="round", columns="contender", values="steps_per_cpu_s")[names]
+    cpu_ratios = cpu.div(cpu[reference], axis=0)
+    table = pd.DataFrame(
+        {
+            "steps_per_s_median": rates.median(),
+            "steps_per_s_min": rates.min(),
+            "steps_per_s_max": rates.max(),
+            "ratio_mean": ratios.mean(),
+            "ratio_std": ratios.std(),
+            "ratio_min": ratios.min(),
+            "ratio_max": ratios.max(),
+            "cpu_ratio_mean": cpu_ratios.mean(),
+            "cpu_ratio_std": cpu_ratios.std(),
+        }
+    )
+    return table.rename_axis("contender").reset_index()
+
+
+def run_speed(
+    env_id: str = "Hopper-v5",
+    contenders: Sequence[str] = ("apo", "ppo_penalty", "spo", "ppo"),
+    rounds: int = 5,
+    steps_per_round: int = 16_384,
+    warmup_steps: int = 4096,
+    hyperparams_dir: Path | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int = 1,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """
+    Measure and compare training step rates, and write ``speed.md``, ``speed.json``,
+    ``speed_summary.csv`` and ``speed.csv`` (one row per measurement) into ``out``.
+
+    :param env_id: the environment id
+    :param contenders: ``algo`` or ``algo:key=value,...``; ``ppo`` (the reference) is added if missing
+    :param rounds: measured rounds; every contender runs once per round, in an order rotated each round
+    :param steps_per_round: environment steps per contender and round
+    :param warmup_steps: steps per contender before the measured rounds (not counted)
+    :param hyperparams_dir: a folder of ``<algo>.yml`` files (default: the project's)
+    :param out: the output folder (``None``: write nothing)
+    :param overwrite: replace the results of a finished measurement in ``out``
+    :param seed: the seed of models and envs
+    :param device: the torch device of the models
+    :param threads: torch threads (set before building anything)
+    :param command: the command line to record
+    :param log: where progress lines go
+    :return: the summary: settings and one row per contender
+    :raises ValueError: on bad settings or contenders
+    :raises FileExistsError: when ``out`` holds finished results and ``overwrite`` is not set
+    """
+    if rounds < 1 or steps_per_round < 1 or warmup_steps < 0:
+        raise ValueError("rounds and steps_per_round must be at least 1, and warmup_steps at least 0")
+    finished = [name for name in OUTPUT_FILES if out is not None and (out / name).exists()]
+    if finished and not overwrite:
+        raise FileExistsError(f"{out} holds the results of a finished measurement ({', '.join(finished)}); give --overwrite.")
+    names = list(dict.fromkeys([*contenders, REFERENCE]))
+    th.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        built = {name: build_model(name, env_id, hyperparams_dir, scratch, seed, device) for name in names}
+        measured = [model_contender(name, model, settings) for name, (model, _, settings) in built.items()]
+        manager = built[REFERENCE][1]
+        measured.append(env_contender(VEC_ENV, manager.create_envs(manager.n_envs, no_log=True), seed))
+        measured.append(raw_env_contender(env_id, seed))
+        load_before = os.getloadavg()
+        log(f"warm-up: {warmup_steps} steps each")
+        for contender in measured:
+            if warmup_steps > 0:
+                contender.step(warmup_steps)
+        rows = []
+        for round_index in range(rounds):
+            shift = round_index % len(measured)
+            for contender in measured[shift:] + measured[:shift]:
+                gc.collect()
+                wall, cpu = time.perf_counter(), time.process_time()
+                steps = contender.step(steps_per_round)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                rows.append(
+                    {
+                        "round": round_index,
+                        "contender": contender.name,
+                        "steps": steps,
+                        "wall_s": wall,
+                        "cpu_s": cpu,
+                        "steps_per_s": steps / wall,
+                        "steps_per_cpu_s": steps / cpu if cpu > 0 else np.nan,
+                    }
+                )
+            log(
+                f"round {round_index + 1}/{rounds}: "
+                + ", ".join(f"{r['contender']} {r['steps_per_s']:,.0f}/s" for r in rows[-len(measured) :])
+            )
+    measurements = pd.DataFrame(rows)
+    summary = {
+        "env": env_id,
+        "rounds": rounds,
+        "steps_per_round": steps_per_round,
+        "warmup_steps": warmup_steps,
+        "seed": seed,
+        "device": device,
+        "torch_threads": threads,
+        "settings_source": str(hyperparams_dir) if hyperparams_dir else "the project's hyperparameter files",
+        "settings": {contender.name: contender.settings for contender in measured if contender.settings},
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": th.__version__,
+        "command": command,
+        "rows": summarise(measurements, REFERENCE).to_dict("records"),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.md").write_text(markdown(summary), encoding="utf-8")
+        atomic_write_json(out / "speed.json", summary)
+        pd.DataFrame(summary["rows"]).to_csv(out / "speed_summary.csv", index=False)
+        measurements.to_csv(out / "speed.csv", index=False)
+        (out / "command.txt").write_text(command + "\n", encoding="utf-8")
+    log(markdown(summary))
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """
+    The speed table in Markdown, with the settings it was measured with.
+
+    :param summary: what :func:`run_speed` returns
+    """
+    rows = pd.DataFrame(summary["rows"])
+
+    def ratio(mean: pd.Series, std: pd.Series) -> list[str]:
+        return [f"{m:.3f}" + (f" ± {s:.3f}" if np.isfinite(s) else "") for m, s in zip(mean, std)]
+
+    table = pd.DataFrame(
+        {
+            "contender": rows["contender"],
+            "steps/s (median)": rows["steps_per_s_median"].map("{:,.0f}".format),
+            "ratio to PPO": ratio(rows["ratio_mean"], rows["ratio_std"]),
+            "min-max": [f"{low:.3f}-{high:.3f}" for low, high in zip(rows["ratio_min"], rows["ratio_max"])],
+            "ratio to PPO by CPU time": ratio(rows["cpu_ratio_mean"], rows["cpu_ratio_std"]),
+        }
+    )
+    load_before = ", ".join(f"{value:.2f}" for value in summary["load_average_before"])
+    load_after = ", ".join(f"{value:.2f}" for value in summary["load_average_after"])
+    lines = [
+        f"# Training speed on {summary['env']}",
+        "",
+        f"Steps per second of training (rollout + update, `learn()`), {summary['rounds']} interleaved rounds of "
+        f"{summary['steps_per_round']:,} steps per contender after {summary['warmup_steps']:,} warm-up steps, in one "
+        f"process, {summary['torch_threads']} torch thread(s), device {summary['device']}. Ratio: to SB3 PPO's rate "
+        "in the same round, mean ± sample std (min-max) over rounds; by CPU time: the same with process CPU time, "
+        "which other processes on the machine disturb less. The two `env` rows are the ceiling.",
+        "",
+        table.to_markdown(index=False),
+        "",
+        f"Settings ({summary['settings_source']}):",
+        "",
+        *(f"- `{name}`: {text}" for name, text in summary["settings"].items()),
+        "",
+        f"Machine: {summary['cpu']}, {summary['cpu_count']} CPUs; load average before {load_before}, after "
+        f"{load_after}; Python {summary['python']}, torch {summary['torch']}.",
+        "",
+        f"Command: `{summary['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    ``python benchmarks/speed.py``: measure and write the speed table.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the exit status
+    """
+    parser = argparse.ArgumentParser(description="Training steps/s of algorithms (and variants) as ratios to SB3's PPO.")
+    parser.add_argument("--env", default="Hopper-v5", help="environment id (default: Hopper-v5)")
+    parser.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["apo", "ppo_penalty", "spo", "ppo"],
+        metavar="ALGO[:key=value,...]",
+        help="algorithms, each with optional overrides, e.g. apo:diagnostics_freq=10 (default: apo ppo_penalty spo ppo)",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved measured rounds (default: 10)")
+    parser.add_argument("--steps-per-round", type=int, default=16_384, help="steps per contender and round")
+    parser.add_argument("--warmup-steps", type=int, default=4096, help="unmeasured steps per contender first")
+    parser.add_argument("--hyperparams-dir", type=Path, default=None, help="DIR/<algo>.yml files (default: the project's)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder for speed.md/.csv/.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace the finished results in --out")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    try:
+        run_speed(
+            env_id=args.env,
+            contenders=args.contenders,
+            rounds=args.rounds,
+            steps_per_round=args.steps_per_round,
+            warmup_steps=args.warmup_steps,
+            hyperparams_dir=args.hyperparams_dir,
+            out=args.out,
+            overwrite=args.overwrite,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            command=shlex.join(["python", "benchmarks/speed.py", *argv]),
+        )
+    except (ValueError, FileExistsError) as error:  # bad settings or contenders, finished results in --out
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
