@@ -1,4 +1,4 @@
-"""The one exception type the launchers turn into a clear message and a non-zero exit status."""
+"""The exception types the launchers turn into one clear line and a non-zero exit status."""
 
 
 class ZooError(Exception):
@@ -15,3 +15,19 @@ class ZooError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class Interrupted(ZooError):
+    """
+    A tuning worker stopped by Ctrl-C or SIGTERM, after releasing its trial for retry.
+
+    The launchers print its message and exit with ``exit_status`` (128 + the signal
+    number, as a shell reports a process ended by that signal).
+
+    :param message: what happened to the running trial and to the study
+    :param exit_status: the exit status
+    """
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
