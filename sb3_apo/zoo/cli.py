@@ -1,8 +1,8 @@
 """
 The launchers: rl-zoo3's commands with this package's algorithms registered.
 
-Each launcher registers ``apo``, ``ppo_penalty`` and ``spo`` in rl-zoo3
-(:func:`sb3_apo.zoo.registry.register_algorithms`), hands its command line to
+Each launcher registers the algorithms of :data:`sb3_apo.zoo.registry.ZOO_ALGORITHMS` in
+rl-zoo3 (:func:`sb3_apo.zoo.registry.register_algorithms`), hands its command line to
 rl-zoo3's own command, and turns bad input into one clear message and a
 non-zero exit status instead of a traceback (set ``SB3_APO_TRACEBACK=1`` to see
 the traceback of an unexpected error).

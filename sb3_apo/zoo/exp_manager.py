@@ -4,7 +4,7 @@ rl-zoo3's ``ExperimentManager``, with the project's defaults and robust tuning.
 :class:`ZooExperimentManager` subclasses rl-zoo3's manager and changes only:
 
 - the default hyperparameter file: the project's ``<algo>.yml`` (shipped in the
-  package) for ``apo``, ``ppo_penalty``, ``spo``, ``support_apo`` and ``ppo``,
+  package) for the algorithms of :mod:`sb3_apo.zoo.registry` and ``ppo``,
   rl-zoo3's own for its other algorithms;
 - input checks that end in a :class:`~sb3_apo.zoo.errors.ZooError` (one clear
   line) instead of a traceback: a missing or malformed YAML file, an
