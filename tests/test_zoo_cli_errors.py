@@ -8,6 +8,10 @@ stopping mid-run, the password in every file a tuning run writes) are in
 ``test_zoo_tuning.py``.
 """
 
+import argparse
+import os
+import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -18,9 +22,11 @@ pytest.importorskip("rl_zoo3", reason="the zoo extra (rl_zoo3) is not installed"
 
 from optuna.storages import JournalStorage  # noqa: E402
 from optuna.storages.journal import JournalFileBackend  # noqa: E402
+from rl_zoo3.exp_manager import ExperimentManager  # noqa: E402
 
 from sb3_apo.zoo import cli  # noqa: E402
-from sb3_apo.zoo.exp_manager import read_yaml_numbers  # noqa: E402
+from sb3_apo.zoo.errors import ZooError  # noqa: E402
+from sb3_apo.zoo.exp_manager import ZooExperimentManager, read_yaml_numbers  # noqa: E402
 from sb3_apo.zoo.storage import describe_storage, mask_command, open_storage  # noqa: E402
 
 TINY_CARTPOLE = {
@@ -113,12 +119,23 @@ def test_quoted_negative_schedule_is_named(tmp_path, capsys):
     assert "Invalid clip_range 'lin_-0.2'" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("steps", ["-5", "-2"])
-def test_negative_n_timesteps_is_refused(steps, tmp_path, capsys):
-    assert cli.train(train_args(tmp_path, "-n", steps)) == 1
+@pytest.mark.parametrize("steps", ["-5", "0", "-1"])
+def test_n_timesteps_below_one_is_refused(steps, tmp_path, capsys):
+    assert cli.train(train_args(tmp_path, "-n", steps)) == 2
     line = one_error_line(capsys)
     assert f"-n/--n-timesteps must be a positive number of steps, got {steps}" in line
     assert not (tmp_path / "logs").exists()
+
+
+def test_manager_refuses_negative_n_timesteps(tmp_path):
+    with pytest.raises(ZooError, match="got -5"):
+        ZooExperimentManager(argparse.Namespace(), "apo", "CartPole-v1", str(tmp_path), n_timesteps=-5)
+
+
+def test_malformed_n_is_left_to_rl_zoo3s_parser(tmp_path, capsys):
+    assert cli.train(train_args(tmp_path, "-n", "abc")) == 2
+    err = capsys.readouterr().err
+    assert err.count("invalid int value: 'abc'") == 1 and "Traceback" not in err
 
 
 def test_failed_setup_leaves_no_run_folder(tmp_path, capsys):
@@ -176,3 +193,40 @@ def test_passwords_are_masked_in_urls_and_command_lines():
     assert "s3cret" not in " ".join(masked)
     assert masked[:3] == command[:3] and masked[-2:] == command[-2:]
     assert masked[4] == describe_storage(url) and masked[5] == f"--storage={describe_storage(url)}"
+
+
+# ---------------------------------------------------------------------------- interrupted tuning
+
+
+def _objective_stopped_by_sigterm(self: ExperimentManager, trial: optuna.Trial) -> float:
+    """Stands for rl-zoo3's objective: draws a parameter, then the worker receives SIGTERM."""
+    trial.suggest_float("x", 0, 1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the launcher's handler interrupts this at once
+    raise AssertionError("SIGTERM was not delivered")
+
+
+@pytest.mark.parametrize("storage", [None, "study.log"])
+def test_sigterm_to_a_tuning_worker_is_one_line(storage, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ExperimentManager, "objective", _objective_stopped_by_sigterm)
+    args = train_args(tmp_path, "-optimize", "--n-trials", "2", "-n", "64", "-params", "n_envs:1", "--no-optim-plots")
+    if storage is not None:
+        storage = str(tmp_path / storage)
+        args += ["--storage", storage, "--study-name", "s"]
+    assert cli.train(args) == 128 + signal.SIGTERM
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "KeyboardInterrupt" not in captured.err
+    last = captured.err.strip().splitlines()[-1]
+    reports = list((tmp_path / "logs" / "apo").glob("report_*.pkl"))
+    if storage is None:  # the report is the in-memory study's only record
+        assert last == "sb3-apo-train: interrupted by SIGTERM: the in-memory study ends with the report above."
+        assert "Number of finished trials: 1" in captured.out and len(reports) == 1
+        return
+    assert last == (
+        "sb3-apo-train: interrupted by SIGTERM: trial 0 was released for retry (queued again for the next worker); "
+        f"the finished trials are safe in {storage}."
+    )
+    assert not reports
+    trials = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(storage))).trials
+    assert [trial.state for trial in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert trials[1].params == trials[0].params and trials[1].system_attrs["failed_trial"] == 0

@@ -29,6 +29,8 @@ tuning, ``--heartbeat-interval``, ``--grace-period`` and ``--max-retry``.
 """
 
 import argparse
+import contextlib
+import io
 import os
 import runpy
 import signal
@@ -222,23 +224,31 @@ def _check_hub_reachable() -> None:
         ) from error
 
 
-def _check_hyperparams_overrides(argv: Sequence[str]) -> None:
+def _check_train_arguments(argv: Sequence[str]) -> None:
     """
-    Check each ``-params KEY:VALUE`` the way rl-zoo3 reads it (its ``StoreDict`` evaluates
-    ``VALUE`` as a Python expression), so that a bad one ends in a clear message instead of
-    a ``NameError`` or ``SyntaxError`` raised inside rl-zoo3's parser.
+    Check what rl-zoo3's ``train`` would accept silently or fail on with a traceback:
+    ``-n`` below 1 (rl-zoo3 then trains for the file's ``n_timesteps``), and each
+    ``-params KEY:VALUE`` read the way rl-zoo3 reads it (its ``StoreDict`` evaluates
+    ``VALUE`` as a Python expression, raising ``NameError`` or ``SyntaxError``).
 
     :param argv: the command line of ``train``
-    :raises ZooError: naming the first bad override and how to write it
+    :raises ZooError: naming the first bad argument and how to write it
     """
     from rl_zoo3.utils import StoreDict
 
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("-params", "--hyperparams", nargs="+", action="append", default=[])
+    parser.add_argument("-n", "--n-timesteps", type=int, default=None)
     try:
-        options, _ = parser.parse_known_args(argv)
-    except SystemExit:  # e.g. -params without a value: rl-zoo3's parser says so
+        with contextlib.redirect_stderr(io.StringIO()):
+            options, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):  # e.g. -params without a value, -n abc: rl-zoo3's parser says so
         return
+    if options.n_timesteps is not None and options.n_timesteps < 1:
+        raise ZooError(
+            f"-n/--n-timesteps must be a positive number of steps, got {options.n_timesteps} "
+            "(leave it out to train for the n_timesteps of the hyperparameter file)."
+        )
     hint = "for example -params n_steps:2048 policy:'\"MlpPolicy\"' clip_range:'\"lin_0.2\"' (strings in quotes)"
     for item in (item for items in options.hyperparams for item in items):
         key, colon, value = item.partition(":")
@@ -273,7 +283,7 @@ def train(argv: Sequence[str] | None = None) -> int:
         from sb3_apo.zoo.storage import HeartbeatOptions
 
         heartbeat = HeartbeatOptions(options.heartbeat_interval, options.grace_period, options.max_retry)
-        _check_hyperparams_overrides(rest)
+        _check_train_arguments(rest)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     except ZooError as error:
