@@ -134,6 +134,16 @@ def test_without_repair_a_torn_journal_becomes_unreadable(tmp_path):
         optuna.load_study(study_name="s", storage=_journal(path))
 
 
+def test_a_complete_journal_is_checked_without_its_lock(tmp_path):
+    """So that a read-only journal stays readable, and a worker holding the lock is not waited for."""
+    path = tmp_path / "study.log"
+    _study_with_trials(path, n_trials=1)
+    lock = tmp_path / "study.log.lock"
+    lock.symlink_to(path)  # another worker holds the lock (Optuna's JournalFileSymlinkLock)
+    assert _compat.repair_torn_journal(path) == 0
+    assert lock.is_symlink()  # neither waited for nor broken
+
+
 def test_an_empty_or_missing_journal_needs_no_repair(tmp_path):
     assert _compat.repair_torn_journal(tmp_path / "absent.log") == 0
     (tmp_path / "empty.log").write_bytes(b"")

@@ -135,8 +135,8 @@ def repair_torn_journal(path: str | os.PathLike[str]) -> int:
     :return: the number of bytes removed (0 when the file ends with a complete record)
     """
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return 0
+    if _ends_with_complete_record(path):
+        return 0  # the usual case, checked without the lock: a read-only journal stays readable
     lock = JournalFileSymlinkLock(str(path))
     lock.acquire()
     try:
@@ -168,6 +168,17 @@ def repair_torn_journal(path: str | os.PathLike[str]) -> int:
         return size - keep
     finally:
         lock.release()
+
+
+def _ends_with_complete_record(path: Path) -> bool:
+    """Whether a journal file is missing, empty or ends with a line separator."""
+    if not path.is_file():
+        return True
+    with open(path, "rb") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return True
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
 
 
 class _MuteInterruptedTrial(logging.Filter):
