@@ -29,7 +29,6 @@ tuning, ``--heartbeat-interval``, ``--grace-period`` and ``--max-retry``.
 """
 
 import argparse
-import contextlib
 import io
 import os
 import runpy
@@ -38,11 +37,11 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from types import FrameType
 from typing import Any
 
-from sb3_apo.zoo.errors import Interrupted, ZooError
+from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import register_algorithms
 
 #: Set this environment variable to 1 to print the traceback of unexpected errors.
@@ -192,9 +191,9 @@ def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
             traceback.print_exception(error)
         return 1
     except KeyboardInterrupt as interrupt:
-        name = str(interrupt) if str(interrupt).startswith("SIG") else "SIGINT"
-        print(f"{prog}: interrupted by {name}", file=sys.stderr)
-        return 128 + getattr(signal.Signals, name, signal.SIGINT).value
+        stopped_by = interrupting_signal(interrupt)
+        print(f"{prog}: interrupted by {stopped_by.name}", file=sys.stderr)
+        return 128 + stopped_by.value
     except Exception as error:
         _report_unexpected(prog, error)
         return 1
@@ -240,7 +239,7 @@ def _check_train_arguments(argv: Sequence[str]) -> None:
     parser.add_argument("-params", "--hyperparams", nargs="+", action="append", default=[])
     parser.add_argument("-n", "--n-timesteps", type=int, default=None)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with redirect_stderr(io.StringIO()):
             options, _ = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit):  # e.g. -params without a value, -n abc: rl-zoo3's parser says so
         return

@@ -1,5 +1,7 @@
 """The exception types the launchers turn into one clear line and a non-zero exit status."""
 
+import signal
+
 
 class ZooError(Exception):
     """
@@ -31,3 +33,14 @@ class Interrupted(ZooError):
     def __init__(self, message: str, exit_status: int):
         super().__init__(message)
         self.exit_status = exit_status
+
+
+def interrupting_signal(interrupt: KeyboardInterrupt) -> signal.Signals:
+    """
+    The signal behind a ``KeyboardInterrupt``: the launchers raise one named after the
+    signal for SIGTERM (``KeyboardInterrupt("SIGTERM")``); Python raises a bare one for Ctrl-C.
+
+    :param interrupt: the interruption
+    :return: the signal (``SIGINT`` unless the interruption names another)
+    """
+    return signal.Signals.__members__.get(str(interrupt), signal.SIGINT)

@@ -33,7 +33,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -55,7 +54,7 @@ from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_apo.zoo._compat import create_pruner, create_sampler, default_hyperparameters, mute_interrupted_trial_log
-from sb3_apo.zoo.errors import Interrupted, ZooError
+from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import default_hyperparams_file
 from sb3_apo.zoo.storage import (
     HeartbeatOptions,
@@ -477,8 +476,8 @@ class ZooExperimentManager(ExperimentManager):
 
     def _interrupted(self, interrupt: KeyboardInterrupt) -> Interrupted:
         """The one-line report of a worker stopped by Ctrl-C or SIGTERM."""
-        name = str(interrupt) if str(interrupt).startswith("SIG") else "SIGINT"
-        status = 128 + getattr(signal.Signals, name, signal.SIGINT).value
+        stopped_by = interrupting_signal(interrupt)
+        name, status = stopped_by.name, 128 + stopped_by.value
         if self.storage is None:
             return Interrupted(f"interrupted by {name}: the in-memory study ends with the report above.", status)
         where = describe_storage(self.storage)
