@@ -311,6 +311,7 @@ def test_ppo_runs_through_the_same_launcher(tmp_path, capsys):
     assert type(PPO.load(logs / "ppo" / "CartPole-v1_1" / "CartPole-v1.zip", device="cpu")) is PPO
 
 
+@pytest.mark.slow
 def test_rl_zoo3_plots_work_on_our_logs(tmp_path):
     pytest.importorskip("scipy", reason="rl_zoo3.plots imports scipy, which rl-zoo3 does not install")
     logs = tmp_path / "logs"
@@ -361,6 +362,7 @@ def _launch(*args: str, cwd: Path, env: dict[str, str] | None = None, module: st
     )
 
 
+@pytest.mark.slow
 def test_bad_input_gives_a_clear_message_and_a_nonzero_exit(tmp_path):
     """The issue's four cases, each in its own process: one message, a non-zero exit, no traceback."""
     malformed = tmp_path / "malformed.yml"
@@ -425,6 +427,7 @@ def test_in_process_errors(tmp_path, capsys):
     assert "has no trial 3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["sb3_apo.load_from_hub", "sb3_apo.push_to_hub"])
 def test_hub_commands_without_network(module, tmp_path):
     args = ["--algo", "apo", "--env", "CartPole-v1", "-f", str(tmp_path)]
@@ -453,6 +456,7 @@ def test_train_help_lists_both_option_sets(capsys):
 # ---------------------------------------------------------------------------- packaging
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_hyperparameter_files_and_scripts(tmp_path):
     pytest.importorskip("pip", reason="pip is not available")
     # Build from a copy (links kept as links), so that the build leaves nothing in the checkout.

@@ -169,6 +169,7 @@ def check_trial_reload(storage: str, study: optuna.Study, trial_number: int, tmp
 # ---------------------------------------------------------------------------- journal file
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file_then_trial_id_reloads(tmp_path, capsys):
     storage = str(tmp_path / "study.log")
     outputs = run_two_workers(storage, "journal-study", tmp_path)
@@ -264,6 +265,7 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.url
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study_then_trial_id_reloads(postgres_url, tmp_path, capsys):
     outputs = run_two_workers(postgres_url, "postgres-study", tmp_path)
     study = load_study(open_storage(postgres_url), "postgres-study")  # picks the installed driver
@@ -303,6 +305,7 @@ def _wait_for_trial(
     raise AssertionError(f"worker {process.pid} started no trial in {timeout} s")
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_the_study_usable(tmp_path):
     storage_path, name, logs = tmp_path / "study.log", "kill-study", tmp_path / "logs"
     # The victim's trials are long (it is killed in the middle of one), the survivor's are short.
