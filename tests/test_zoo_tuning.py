@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from optuna.trial import TrialState  # noqa: E402
 from sb3_apo import APO  # noqa: E402
 from sb3_apo.apo.apo import parse_anchor_coef  # noqa: E402
 from sb3_apo.zoo import cli  # noqa: E402
+from sb3_apo.zoo._compat import HEARTBEAT_ATTR  # noqa: E402
 from sb3_apo.zoo.hyperparams_opt import convert_ppo_family_params  # noqa: E402
-from sb3_apo.zoo.storage import HEARTBEAT_ATTR, open_storage  # noqa: E402
+from sb3_apo.zoo.storage import open_storage  # noqa: E402
 
 pytestmark = pytest.mark.slow  # tuning workers in subprocesses, PostgreSQL
 
@@ -42,7 +44,9 @@ HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
 GRACE_PERIOD = 4.0
 
 
-def tuning_args(storage: str, study_name: str, logs: Path, seed: int, n_timesteps: int = 512) -> list[str]:
+def tuning_args(
+    storage: str, study_name: str, logs: Path, seed: int, n_timesteps: int = 512, max_total_trials: int = MAX_TOTAL_TRIALS
+) -> list[str]:
     """A worker's command line: every trial is 512 steps of CartPole in one environment."""
     return [
         "--algo",
@@ -55,7 +59,7 @@ def tuning_args(storage: str, study_name: str, logs: Path, seed: int, n_timestep
         "--study-name",
         study_name,
         "--max-total-trials",
-        str(MAX_TOTAL_TRIALS),
+        str(max_total_trials),
         "-n",
         str(n_timesteps),
         "--n-evaluations",
@@ -171,6 +175,7 @@ def check_trial_reload(storage: str, study: optuna.Study, trial_number: int, tmp
 # ---------------------------------------------------------------------------- journal file
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file_then_trial_id_reloads(tmp_path, capsys):
     storage = str(tmp_path / "study.log")
     outputs = run_two_workers(storage, "journal-study", tmp_path)
@@ -203,8 +208,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL server: its URL (user ``postgres``, trust authentication) and a way to stop it."""
+
+    url: str
+    stop: Callable[[], None]
+
+    def url_with_password(self, password: str) -> str:
+        """The URL with a password, which trust authentication accepts and ignores."""
+        return self.url.replace("postgres@", f"postgres:{password}@", 1)
+
+
 @pytest.fixture()
-def postgres_url() -> Iterator[str]:
+def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server on 127.0.0.1, started from the system's binaries."""
     bin_dir = _postgres_bin()
     if bin_dir is None:
@@ -228,18 +245,33 @@ def postgres_url() -> Iterator[str]:
         result = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
 
+    running = False
+
+    def stop() -> None:
+        nonlocal running
+        if running:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            running = False
+
     try:
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+        running = True
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", stop)
         finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture()
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.url
+
+
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study_then_trial_id_reloads(postgres_url, tmp_path, capsys):
     outputs = run_two_workers(postgres_url, "postgres-study", tmp_path)
     study = load_study(open_storage(postgres_url), "postgres-study")  # picks the installed driver
@@ -253,7 +285,7 @@ def test_two_workers_share_a_postgresql_study_then_trial_id_reloads(postgres_url
 
 
 def _wait_for_trial(
-    storage_path: Path, study_name: str, process: subprocess.Popen, *, running: bool, timeout: float = 120
+    storage: Path | str, study_name: str, process: subprocess.Popen, *, running: bool, timeout: float = 120
 ) -> optuna.trial.FrozenTrial:
     """
     Wait until the worker ``process`` has a trial that is running (with all its parameters drawn
@@ -263,19 +295,23 @@ def _wait_for_trial(
     while time.monotonic() < deadline:
         assert process.poll() is None, "the worker ended early"
         try:
-            trials = load_study(journal(storage_path), study_name).get_trials(deepcopy=False)
+            opened = journal(storage) if isinstance(storage, Path) else open_storage(storage)
+            trials = load_study(opened, study_name).get_trials(deepcopy=False)
         except (KeyError, FileNotFoundError):  # the study is not created yet
             trials = []
         for trial in trials:
             if not trial.user_attrs.get("worker", "").endswith(f":{process.pid}"):
                 continue
-            drawn = "anchor_mode" in trial.params and HEARTBEAT_ATTR in trial.system_attrs
+            # A database records heartbeats in a table of its own, the journal in a system attribute.
+            beating = not isinstance(storage, Path) or HEARTBEAT_ATTR in trial.system_attrs
+            drawn = "anchor_mode" in trial.params and beating
             if not running or (trial.state == TrialState.RUNNING and drawn):
                 return trial
         time.sleep(0.2)
     raise AssertionError(f"worker {process.pid} started no trial in {timeout} s")
 
 
+@pytest.mark.slow
 def test_killed_worker_leaves_the_study_usable(tmp_path):
     storage_path, name, logs = tmp_path / "study.log", "kill-study", tmp_path / "logs"
     # The victim's trials are long (it is killed in the middle of one), the survivor's are short.
@@ -322,3 +358,82 @@ def test_killed_worker_leaves_the_study_usable(tmp_path):
     for number, value in done_before.items():
         assert trials[number].state == TrialState.COMPLETE and trials[number].value == value
     assert "Best trial:" in restarted_output
+
+
+# ---------------------------------------------------------------------------- stopped workers, lost servers, secrets
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_running_trial_in_one_line(tmp_path):
+    storage_path, name, log = tmp_path / "study.log", "term-study", tmp_path / "worker.txt"
+    worker = start_worker(tuning_args(str(storage_path), name, tmp_path / "logs", seed=1, n_timesteps=10**7), log)
+    try:
+        running = _wait_for_trial(storage_path, name, worker, running=True)
+        worker.send_signal(signal.SIGTERM)
+        output = finish_worker(worker, log, timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 128 + signal.SIGTERM, output
+    assert _last_line(output) == (
+        f"sb3-apo-train: interrupted by SIGTERM: trial {running.number} was released for retry "
+        f"(queued again for the next worker); the finished trials are safe in {storage_path}."
+    )
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    trials = load_study(journal(storage_path), name).trials
+    assert trials[running.number].state == TrialState.FAIL
+    (copy,) = [trial for trial in trials if trial.system_attrs.get("failed_trial") == running.number]
+    assert copy.state == TrialState.WAITING and copy.params == running.params
+
+
+@pytest.mark.slow
+def test_a_stopped_postgresql_server_is_reported_in_one_line(postgres_server, tmp_path):
+    name, log = "lost-study", tmp_path / "worker.txt"
+    worker = start_worker(tuning_args(postgres_server.url, name, tmp_path / "logs", seed=1, n_timesteps=10**7), log)
+    try:
+        _wait_for_trial(postgres_server.url, name, worker, running=True)
+        postgres_server.stop()
+        output = finish_worker(worker, log, timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 1, output
+    last = _last_line(output)
+    assert last.startswith(f"sb3-apo-train: error: Lost the storage {postgres_server.url} ("), output
+    assert "this worker stops. The finished trials are safe in it" in last
+    assert "Traceback" not in output and "UnboundLocalError" not in output
+
+
+@pytest.mark.slow
+def test_the_database_password_is_recorded_nowhere(postgres_server, tmp_path):
+    password = "Pw-0f-the-study-9"
+    url, name = postgres_server.url_with_password(password), "secret-study"
+    logs = tmp_path / "logs"
+    tuning = start_worker(tuning_args(url, name, logs, seed=1, max_total_trials=2, n_timesteps=256), tmp_path / "tune.txt")
+    tune_output = finish_worker(tuning, tmp_path / "tune.txt")
+    assert tuning.returncode == 0, tune_output
+    reload_args = ["--algo", "apo", "--env", "CartPole-v1", "--storage", url, "--study-name", name, "--trial-id", "0"]
+    reload_args += ["-n", "64", "-params", "n_envs:1", "n_steps:32", "batch_size:32", "--eval-freq", "-1", "-f", str(logs)]
+    reload = start_worker(reload_args, tmp_path / "reload.txt")
+    reload_output = finish_worker(reload, tmp_path / "reload.txt")
+    assert reload.returncode == 0, reload_output
+
+    # Every file the runs wrote (reports, trial table, args.yml, command.txt, config.yml, models, outputs) ...
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name.startswith("report_") and path.suffix == ".pkl" for path in written)
+    assert any(path.name == "command.txt" for path in written) and any(path.name == "args.yml" for path in written)
+    for path in written:
+        assert password.encode() not in path.read_bytes(), path
+    # ... and the study's attributes and its trials' attributes.
+    storage = open_storage(postgres_server.url)
+    study = load_study(storage, name)
+    recorded = [study.user_attrs, storage.get_study_system_attrs(storage.get_study_id_from_name(name))]
+    recorded += [attrs for trial in study.trials for attrs in (trial.user_attrs, trial.system_attrs)]
+    assert password not in repr(recorded)
+    assert "postgres:***@" in study.user_attrs["command"]
+    (command_txt,) = [path for path in written if path.name == "command.txt"]
+    assert "postgres:***@" in command_txt.read_text()

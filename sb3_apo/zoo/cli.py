@@ -1,8 +1,8 @@
 """
 The launchers: rl-zoo3's commands with this package's algorithms registered.
 
-Each launcher registers ``apo``, ``ppo_penalty`` and ``spo`` in rl-zoo3
-(:func:`sb3_apo.zoo.registry.register_algorithms`), hands its command line to
+Each launcher registers the algorithms of :data:`sb3_apo.zoo.registry.ZOO_ALGORITHMS` in
+rl-zoo3 (:func:`sb3_apo.zoo.registry.register_algorithms`), hands its command line to
 rl-zoo3's own command, and turns bad input into one clear message and a
 non-zero exit status instead of a traceback (set ``SB3_APO_TRACEBACK=1`` to see
 the traceback of an unexpected error).
@@ -29,6 +29,7 @@ tuning, ``--heartbeat-interval``, ``--grace-period`` and ``--max-retry``.
 """
 
 import argparse
+import io
 import os
 import runpy
 import signal
@@ -36,11 +37,11 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from types import FrameType
 from typing import Any
 
-from sb3_apo.zoo.errors import ZooError
+from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import register_algorithms
 
 #: Set this environment variable to 1 to print the traceback of unexpected errors.
@@ -82,15 +83,22 @@ def _tuning_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextmanager
 def _zoo_context(prog: str, argv: Sequence[str]) -> Iterator[None]:
-    """Register the algorithms, set ``sys.argv`` for rl-zoo3's parsers, and treat SIGTERM as Ctrl-C."""
+    """
+    Register the algorithms, set ``sys.argv`` for rl-zoo3's parsers, mask database passwords
+    in ``sys.orig_argv`` (which rl-zoo3 records in ``command.txt`` and in the study), and treat
+    SIGTERM as Ctrl-C.
+    """
+    from sb3_apo.zoo.storage import mask_command
+
     register_algorithms()
-    saved_argv = sys.argv
+    saved_argv, saved_orig_argv = sys.argv, sys.orig_argv
     sys.argv = [prog, *argv]
+    sys.orig_argv = mask_command(saved_orig_argv)
     saved_handler: Any = None
     in_main_thread = True
     try:
@@ -100,7 +108,7 @@ def _zoo_context(prog: str, argv: Sequence[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        sys.argv = saved_argv
+        sys.argv, sys.orig_argv = saved_argv, saved_orig_argv
         if in_main_thread:
             signal.signal(signal.SIGTERM, saved_handler)
 
@@ -141,12 +149,18 @@ def _report_unexpected(prog: str, error: BaseException) -> None:
     location = ""
     frames = traceback.extract_tb(error.__traceback__)
     if frames:
-        location = f" (at {frames[-1].filename}:{frames[-1].lineno})"
-    print(f"{prog}: error: {type(error).__name__}: {error}{location}", file=sys.stderr)
-    if os.environ.get(TRACEBACK_ENV_VAR, "") in ("", "0"):
-        print(f"{prog}: set {TRACEBACK_ENV_VAR}=1 to see the full traceback.", file=sys.stderr)
-    else:
+        location = f"at {frames[-1].filename}:{frames[-1].lineno}; "
+    message = str(error).strip().replace("\n", " ")
+    print(
+        f"{prog}: error: {type(error).__name__}: {message} ({location}{TRACEBACK_ENV_VAR}=1 shows the traceback)",
+        file=sys.stderr,
+    )
+    if _traceback_requested():
         traceback.print_exception(error)
+
+
+def _traceback_requested() -> bool:
+    return os.environ.get(TRACEBACK_ENV_VAR, "") not in ("", "0")
 
 
 def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
@@ -156,7 +170,8 @@ def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
     :param prog: the program name shown in messages and usage lines
     :param argv: the command's arguments (without the program name)
     :param command: calls rl-zoo3's command, which reads ``sys.argv``
-    :return: 0 on success, 1 on an error, 2 on a command-line error, 130 when interrupted
+    :return: 0 on success, 1 on an error, 2 on a command-line error, 128 + the signal number
+        when interrupted (130 for Ctrl-C, 143 for SIGTERM)
     """
     try:
         with _zoo_context(prog, argv):
@@ -167,12 +182,18 @@ def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
             return exit_.code or 0
         print(f"{prog}: error: {exit_.code}", file=sys.stderr)
         return 1
+    except Interrupted as stop:
+        print(f"{prog}: {stop.message}", file=sys.stderr)
+        return stop.exit_status
     except ZooError as error:
         print(f"{prog}: error: {error.message}", file=sys.stderr)
+        if _traceback_requested():
+            traceback.print_exception(error)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        stopped_by = interrupting_signal(interrupt)
+        print(f"{prog}: interrupted by {stopped_by.name}", file=sys.stderr)
+        return 128 + stopped_by.value
     except Exception as error:
         _report_unexpected(prog, error)
         return 1
@@ -202,6 +223,44 @@ def _check_hub_reachable() -> None:
         ) from error
 
 
+def _check_train_arguments(argv: Sequence[str]) -> None:
+    """
+    Check what rl-zoo3's ``train`` would accept silently or fail on with a traceback:
+    ``-n`` below 1 (rl-zoo3 then trains for the file's ``n_timesteps``), and each
+    ``-params KEY:VALUE`` read the way rl-zoo3 reads it (its ``StoreDict`` evaluates
+    ``VALUE`` as a Python expression, raising ``NameError`` or ``SyntaxError``).
+
+    :param argv: the command line of ``train``
+    :raises ZooError: naming the first bad argument and how to write it
+    """
+    from rl_zoo3.utils import StoreDict
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("-params", "--hyperparams", nargs="+", action="append", default=[])
+    parser.add_argument("-n", "--n-timesteps", type=int, default=None)
+    try:
+        with redirect_stderr(io.StringIO()):
+            options, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):  # e.g. -params without a value, -n abc: rl-zoo3's parser says so
+        return
+    if options.n_timesteps is not None and options.n_timesteps < 1:
+        raise ZooError(
+            f"-n/--n-timesteps must be a positive number of steps, got {options.n_timesteps} "
+            "(leave it out to train for the n_timesteps of the hyperparameter file)."
+        )
+    hint = "for example -params n_steps:2048 policy:'\"MlpPolicy\"' clip_range:'\"lin_0.2\"' (strings in quotes)"
+    for item in (item for items in options.hyperparams for item in items):
+        key, colon, value = item.partition(":")
+        if not (colon and key and value):
+            raise ZooError(f"-params {item}: expected KEY:VALUE, {hint}.")
+        try:
+            StoreDict(["-params"], "hyperparams")(parser, argparse.Namespace(), [item])
+        except Exception as error:
+            raise ZooError(
+                f"-params {item}: the value {value} is not a Python expression ({type(error).__name__}: {error}); {hint}."
+            ) from error
+
+
 def train(argv: Sequence[str] | None = None) -> int:
     """
     ``sb3-apo-train``: ``rl_zoo3.train`` with this package's algorithms and hyperparameter files.
@@ -223,6 +282,7 @@ def train(argv: Sequence[str] | None = None) -> int:
         from sb3_apo.zoo.storage import HeartbeatOptions
 
         heartbeat = HeartbeatOptions(options.heartbeat_interval, options.grace_period, options.max_retry)
+        _check_train_arguments(rest)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     except ZooError as error:
@@ -233,18 +293,10 @@ def train(argv: Sequence[str] | None = None) -> int:
         return 1
 
     def command() -> None:
-        import rl_zoo3.train
-
+        from sb3_apo.zoo._compat import run_rl_zoo3_train
         from sb3_apo.zoo.exp_manager import ZooExperimentManager
 
-        manager = type("ZooExperimentManager", (ZooExperimentManager,), {"heartbeat": heartbeat})
-        # rl_zoo3.train.train() builds its manager from this module attribute: swap in ours for this call only.
-        saved_manager = rl_zoo3.train.ExperimentManager
-        rl_zoo3.train.ExperimentManager = manager  # type: ignore[misc]
-        try:
-            rl_zoo3.train.train()
-        finally:
-            rl_zoo3.train.ExperimentManager = saved_manager  # type: ignore[misc]
+        run_rl_zoo3_train(type("ZooExperimentManager", (ZooExperimentManager,), {"heartbeat": heartbeat}))
 
     return _run(prog, rest, command)
 

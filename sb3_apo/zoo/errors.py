@@ -1,4 +1,6 @@
-"""The one exception type the launchers turn into a clear message and a non-zero exit status."""
+"""The exception types the launchers turn into one clear line and a non-zero exit status."""
+
+import signal
 
 
 class ZooError(Exception):
@@ -15,3 +17,30 @@ class ZooError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class Interrupted(ZooError):
+    """
+    A tuning worker stopped by Ctrl-C or SIGTERM, after releasing its trial for retry.
+
+    The launchers print its message and exit with ``exit_status`` (128 + the signal
+    number, as a shell reports a process ended by that signal).
+
+    :param message: what happened to the running trial and to the study
+    :param exit_status: the exit status
+    """
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def interrupting_signal(interrupt: KeyboardInterrupt) -> signal.Signals:
+    """
+    The signal behind a ``KeyboardInterrupt``: the launchers raise one named after the
+    signal for SIGTERM (``KeyboardInterrupt("SIGTERM")``); Python raises a bare one for Ctrl-C.
+
+    :param interrupt: the interruption
+    :return: the signal (``SIGINT`` unless the interruption names another)
+    """
+    return signal.Signals.__members__.get(str(interrupt), signal.SIGINT)

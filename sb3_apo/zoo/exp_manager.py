@@ -4,26 +4,42 @@ rl-zoo3's ``ExperimentManager``, with the project's defaults and robust tuning.
 :class:`ZooExperimentManager` subclasses rl-zoo3's manager and changes only:
 
 - the default hyperparameter file: the project's ``<algo>.yml`` (shipped in the
-  package) for ``apo``, ``ppo_penalty``, ``spo`` and ``ppo``, rl-zoo3's own for
-  its other algorithms;
-- input checks that end in a :class:`~sb3_apo.zoo.errors.ZooError` (a clear
-  message) instead of a traceback: a missing or malformed YAML file, an
-  environment the file does not list, a storage that cannot be opened, an
-  unknown study or trial;
+  package) for the algorithms of :mod:`sb3_apo.zoo.registry` and ``ppo``,
+  rl-zoo3's own for its other algorithms;
+- input checks that end in a :class:`~sb3_apo.zoo.errors.ZooError` (one clear
+  line) instead of a traceback: a missing or malformed YAML file, an
+  environment the file does not list, an invalid schedule, ``-n`` below 1, a
+  storage that cannot be opened, an unknown study or trial; a failed setup
+  removes the run folder it created;
+- numbers PyYAML reads as strings (``learning_rate: 1e-3``) are read as numbers;
 - ``--trial-id 0`` loads trial 0 (rl-zoo3 ignores it);
 - hyperparameter optimisation with crash recovery: the storage is opened with a
   heartbeat (:mod:`sb3_apo.zoo.storage`), each trial records the worker that ran
-  it, an interrupted trial is queued again, and the summary prints the best
-  trial with the keyword arguments it stands for.
+  it, an interrupted trial is queued again, a lost storage is reported in one
+  line, the recorded command line has its password masked, and the summary
+  prints the best trial with the keyword arguments it stands for.
+
+rl-zoo3's :meth:`~rl_zoo3.exp_manager.ExperimentManager.hyperparameters_optimization`
+cannot be reused as it is: it opens the storage itself (without heartbeat),
+records the command line with the database password, ends in a traceback when
+no trial has completed, and pickles the live study (with its storage URL). The
+override keeps rl-zoo3's sampler, pruner, objective and trial-count rule.
 """
 
+import _thread
 import argparse
+import math
 import os
 import pickle
+import re
+import shutil
 import socket
 import sys
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from pprint import pprint
 from typing import Any, ClassVar
@@ -37,13 +53,27 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from sb3_apo.zoo.errors import ZooError
+from sb3_apo.zoo._compat import create_pruner, create_sampler, default_hyperparameters, mute_interrupted_trial_log
+from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import default_hyperparams_file
-from sb3_apo.zoo.storage import HeartbeatOptions, describe_storage, fail_stale_trials, open_storage
+from sb3_apo.zoo.storage import (
+    HeartbeatOptions,
+    describe_storage,
+    fail_stale_trials,
+    mask_command,
+    open_storage,
+    storage_error,
+)
 
 #: Trial states counted by ``--max-total-trials`` (rl-zoo3's choice: running trials count, so that
 #: workers do not overshoot; a crashed worker's trial stops counting once it is declared dead).
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+#: The hyperparameters rl-zoo3 turns into schedules: a number, or ``lin_<initial value>``.
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std")
+
+#: A number in exponent notation without a decimal point (``1e-3``): a float in YAML 1.2, a string for PyYAML.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def worker_name() -> str:
@@ -81,6 +111,46 @@ def requeue_trial(study: optuna.Study, trial_number: int, max_retry: int) -> boo
     return True
 
 
+def read_yaml_numbers(value: Any) -> Any:
+    """
+    Read as numbers the strings PyYAML leaves for numbers in exponent notation without a
+    decimal point (``1e-3``, ``3E5``), which YAML 1.2 and every reader take for floats.
+
+    :param value: a hyperparameter value (mappings and lists are converted item by item)
+    :return: the value, with such strings replaced by floats
+    """
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return type(value)((key, read_yaml_numbers(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [read_yaml_numbers(item) for item in value]
+    return value
+
+
+def check_schedule(key: str, value: Any) -> None:
+    """
+    Check a schedule rl-zoo3 will build: a string must read ``lin_<initial value>`` with a
+    positive, finite initial value.
+
+    :param key: the hyperparameter, one of :data:`SCHEDULE_KEYS`
+    :param value: its value
+    :raises ZooError: naming the key and the accepted forms
+    """
+    if not isinstance(value, str):
+        return
+    kind, _, initial = value.partition("_")
+    try:
+        valid = kind == "lin" and math.isfinite(float(initial)) and float(initial) > 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ZooError(
+            f"Invalid {key} {value!r}: a schedule is a number or lin_<initial value> with a positive "
+            f"initial value (for example {key}: lin_0.2 in the YAML file, or -params {key}:'\"lin_0.2\"')."
+        )
+
+
 class ZooExperimentManager(ExperimentManager):
     """
     rl-zoo3's experiment manager with the project's hyperparameter files, clear input
@@ -88,7 +158,8 @@ class ZooExperimentManager(ExperimentManager):
 
     It takes exactly the arguments of :class:`rl_zoo3.exp_manager.ExperimentManager`.
 
-    :param args: the parsed command line (saved as ``args.yml`` next to the model)
+    :param args: the parsed command line (saved as ``args.yml`` next to the model, with the
+        database password masked)
     :param algo: the ``--algo`` name
     :param env_id: the environment id
     :param log_folder: the root of the log folders
@@ -117,6 +188,11 @@ class ZooExperimentManager(ExperimentManager):
             default_file = default_hyperparams_file(algo)
             config = None if default_file is None else str(default_file)
         super().__init__(args, algo, env_id, log_folder, *manager_args, config=config, trial_id=trial_id, **manager_kwargs)
+        if self.n_timesteps < -1:  # 0 (the manager's default) and -1 (train's): "not given"
+            raise ZooError(
+                f"-n/--n-timesteps must be a positive number of steps, got {self.n_timesteps} "
+                "(leave it out to train for the n_timesteps of the hyperparameter file)."
+            )
         if trial_id is not None and not (self.storage and self.study_name):
             raise ZooError("--trial-id needs the study it belongs to: give --storage and --study-name too.")
         if self.optimize_hyperparameters and self.storage and not self.study_name:
@@ -124,7 +200,16 @@ class ZooExperimentManager(ExperimentManager):
                 "--storage needs --study-name: workers join one study by its name, and a study "
                 "without a known name cannot be resumed."
             )
+        # args.yml (and Weights & Biases) record the command line: never with the password.
+        recorded = dict(vars(args))
+        if isinstance(recorded.get("storage"), str):
+            recorded["storage"] = describe_storage(recorded["storage"])
+        self.args = argparse.Namespace(**recorded)
         self._tuning_storage: BaseStorage | None = None
+        self._created_log_folder = False
+        self._running_trial: int | None = None
+        self._released_trial: int | None = None
+        self._lost_storage: BaseException | None = None
 
     # ------------------------------------------------------------------ hyperparameters
 
@@ -138,18 +223,20 @@ class ZooExperimentManager(ExperimentManager):
         self._check_config()
         trial_id, self.trial_id = self.trial_id, None
         try:
-            hyperparams, saved_hyperparams = super().read_hyperparameters()
+            hyperparams, _ = super().read_hyperparameters()
         finally:
             self.trial_id = trial_id
+        hyperparams = read_yaml_numbers(hyperparams)
         if trial_id is not None and self.storage and self.study_name:
             print(f"Loading the hyperparameters of trial {trial_id} of study {self.study_name!r}")
             hyperparams.update(self.load_trial(self.storage, self.study_name, trial_id))
             if self.custom_hyperparams is not None:
                 hyperparams.update(self.custom_hyperparams)
-            saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
             print("Hyperparameters with the trial's values:")
-            pprint(saved_hyperparams)
-        return hyperparams, saved_hyperparams
+            pprint(OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams)))
+        for key in SCHEDULE_KEYS:
+            check_schedule(key, hyperparams.get(key))
+        return hyperparams, OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
 
     def _check_config(self) -> None:
         """Check a YAML hyperparameter file and that it has an entry for the environment."""
@@ -178,7 +265,7 @@ class ZooExperimentManager(ExperimentManager):
         env_id = self.env_name.gym_id
         if env_id in content:
             entry = content[env_id]
-        elif self._is_atari and "atari" in content:
+        elif self.is_atari(env_id) and "atari" in content:
             entry = content["atari"]
         elif "default" in content:
             entry = content["default"]
@@ -196,7 +283,8 @@ class ZooExperimentManager(ExperimentManager):
         """
         The hyperparameters of one trial of a stored study.
 
-        :param storage: ``--storage``
+        :param storage: ``--storage``; a journal file or SQLite database that does not exist is
+            refused, not created
         :param study_name: ``--study-name``
         :param trial_id: the trial number; ``None``: the best trial
         :param convert: convert the raw study parameters into keyword arguments
@@ -229,7 +317,7 @@ class ZooExperimentManager(ExperimentManager):
             ) from error
 
     def _load_study(self, storage: str, study_name: str) -> optuna.Study:
-        opened = open_storage(storage)
+        opened = open_storage(storage, create=False)
         try:
             return optuna.load_study(study_name=study_name, storage=opened)
         except KeyError as error:
@@ -237,18 +325,34 @@ class ZooExperimentManager(ExperimentManager):
             known = ", ".join(repr(name) for name in names) or "none"
             raise ZooError(f"No study named {study_name!r} in {describe_storage(storage)}; studies there: {known}.") from error
 
-    # ------------------------------------------------------------------ tuning
+    # ------------------------------------------------------------------ setup
+
+    def create_log_folder(self) -> None:
+        """rl-zoo3's run folder, remembering whether this launch created it (a failed setup removes it)."""
+        self._created_log_folder = not os.path.exists(self.save_path)
+        super().create_log_folder()
 
     def setup_experiment(self) -> tuple[BaseAlgorithm, dict[str, Any]] | None:
         """
         rl-zoo3's setup; when tuning against a storage, the storage is opened first so that an
-        unreachable one fails before any environment is built.
+        unreachable one fails before any environment is built. If the setup fails, the run
+        folder it created is removed, and an invalid hyperparameter ends in a
+        :class:`~sb3_apo.zoo.errors.ZooError`.
 
         :return: the model and its saved hyperparameters, or ``None`` when tuning
         """
         if self.optimize_hyperparameters and self.storage is not None:
             self._tuning_storage = open_storage(self.storage, self.heartbeat)
-        return super().setup_experiment()
+        try:
+            return super().setup_experiment()
+        except BaseException as error:
+            if self._created_log_folder:
+                shutil.rmtree(self.save_path, ignore_errors=True)
+            if isinstance(error, (ValueError, TypeError, AssertionError)):
+                raise ZooError(f"Cannot set up {self.algo} on {self.env_name.gym_id}: {error}") from error
+            raise
+
+    # ------------------------------------------------------------------ tuning
 
     def objective(self, trial: optuna.Trial) -> float:
         """
@@ -259,12 +363,18 @@ class ZooExperimentManager(ExperimentManager):
         :return: the last mean evaluation reward
         """
         trial.set_user_attr("worker", worker_name())
+        self._running_trial = trial.number
         try:
-            return super().objective(trial)
-        except KeyboardInterrupt:
+            value = super().objective(trial)
+        except KeyboardInterrupt:  # the trial stays _running_trial for the report
             if self.storage is not None and requeue_trial(trial.study, trial.number, self.heartbeat.max_retry):
-                print(f"Trial {trial.number} interrupted: queued again for the next worker.")
+                self._released_trial = trial.number
             raise
+        except BaseException:
+            self._running_trial = None
+            raise
+        self._running_trial = None
+        return value
 
     def hyperparameters_optimization(self) -> None:
         """
@@ -272,8 +382,10 @@ class ZooExperimentManager(ExperimentManager):
 
         Workers that share ``--storage`` and ``--study-name`` join one study; with
         ``--max-total-trials`` they stop together once the study has that many
-        complete, pruned or running trials. Ctrl-C or SIGTERM stop the worker after
-        queuing its current trial again.
+        complete, pruned or running trials.
+
+        :raises Interrupted: on Ctrl-C or SIGTERM, after queuing the current trial again
+        :raises ZooError: when the storage is lost (the database server stopped)
         """
         if self.verbose > 0:
             print("Optimizing hyperparameters")
@@ -283,43 +395,99 @@ class ZooExperimentManager(ExperimentManager):
         storage = self._tuning_storage
         if self.storage is not None and storage is None:
             storage = open_storage(self.storage, self.heartbeat)
-        sampler = self._create_sampler(self.sampler)
-        pruner = self._create_pruner(self.pruner)
         if self.verbose > 0:
             where = "in memory" if self.storage is None else describe_storage(self.storage)
             print(f"Sampler: {self.sampler} - Pruner: {self.pruner} - Storage: {where} - Worker: {worker_name()}")
-        study = optuna.create_study(
-            sampler=sampler,
-            pruner=pruner,
-            storage=storage,
-            study_name=self.study_name,
-            load_if_exists=True,
-            direction="maximize",
-        )
-        if "command" not in study.user_attrs:
-            study.set_user_attr("command", " ".join(sys.orig_argv))
-            for key in sorted(self._hyperparams):
-                study.set_user_attr(key, str(self._hyperparams[key]))
-        fail_stale_trials(study)
-
         try:
-            if self.max_total_trials is not None:
-                existing = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
-                if existing >= self.max_total_trials:
-                    print(f"The study already has {existing} trials (--max-total-trials {self.max_total_trials}).")
-                else:
-                    study.optimize(
-                        self.objective,
-                        n_jobs=self.n_jobs,
-                        callbacks=[MaxTrialsCallback(self.max_total_trials, states=COUNTED_STATES)],
-                        gc_after_trial=True,
-                    )
-            else:
-                study.optimize(self.objective, n_jobs=self.n_jobs, n_trials=self.n_trials, gc_after_trial=True)
-        except KeyboardInterrupt:
-            print("Interrupted: this worker stops; the study keeps every finished trial.")
+            study = optuna.create_study(
+                sampler=create_sampler(self),
+                pruner=create_pruner(self),
+                storage=storage,
+                study_name=self.study_name,
+                load_if_exists=True,
+                direction="maximize",
+            )
+            if "command" not in study.user_attrs:
+                study.set_user_attr("command", " ".join(mask_command(sys.orig_argv)))
+                hyperparams = default_hyperparameters(self)
+                for key in sorted(hyperparams):
+                    study.set_user_attr(key, str(hyperparams[key]))
+            try:
+                with mute_interrupted_trial_log(), self._stop_when_storage_lost():
+                    fail_stale_trials(study)
+                    self._optimize(study)
+            except KeyboardInterrupt as interrupt:
+                if self._lost_storage is not None:
+                    raise self._lost_storage_error(self._lost_storage) from self._lost_storage
+                if self.storage is None:  # the report is the only record of an in-memory study
+                    self._summarise(study)
+                raise self._interrupted(interrupt) from None
+            self._summarise(study)
+        except Exception as error:
+            lost = storage_error(error) if self.storage is not None else None
+            if lost is not None:
+                raise self._lost_storage_error(lost) from error
+            raise
 
-        self._summarise(study)
+    @contextmanager
+    def _stop_when_storage_lost(self) -> Iterator[None]:
+        """
+        Within the block, a thread that fails because the storage is gone (Optuna's heartbeat
+        thread, when the database server stops) interrupts the main thread instead of printing
+        a traceback, so that the worker stops at once with one clear line.
+        """
+        previous_hook = threading.excepthook
+
+        def hook(args: "threading.ExceptHookArgs") -> None:
+            lost = storage_error(args.exc_value) if args.exc_value is not None and self.storage is not None else None
+            if lost is None:
+                previous_hook(args)
+            elif self._lost_storage is None:
+                self._lost_storage = lost
+                _thread.interrupt_main()
+
+        threading.excepthook = hook
+        try:
+            yield
+        finally:
+            threading.excepthook = previous_hook
+
+    def _lost_storage_error(self, lost: BaseException) -> ZooError:
+        """The one-line report of a storage that went away (``lost``: the database error)."""
+        assert self.storage is not None
+        reason = str(getattr(lost, "orig", None) or lost).strip().splitlines() or [type(lost).__name__]
+        return ZooError(
+            f"Lost the storage {describe_storage(self.storage)} ({reason[0]}): this worker stops. "
+            "The finished trials are safe in it; start the workers again once it is back, "
+            "and the running trials will be queued again."
+        )
+
+    def _optimize(self, study: optuna.Study) -> None:
+        """rl-zoo3's loop: ``--n-trials`` for this worker, or up to ``--max-total-trials`` for the study."""
+        if self.max_total_trials is None:
+            study.optimize(self.objective, n_jobs=self.n_jobs, n_trials=self.n_trials, gc_after_trial=True)
+            return
+        existing = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+        if existing >= self.max_total_trials:
+            print(f"The study already has {existing} trials (--max-total-trials {self.max_total_trials}).")
+            return
+        callback = MaxTrialsCallback(self.max_total_trials, states=COUNTED_STATES)
+        study.optimize(self.objective, n_jobs=self.n_jobs, callbacks=[callback], gc_after_trial=True)
+
+    def _interrupted(self, interrupt: KeyboardInterrupt) -> Interrupted:
+        """The one-line report of a worker stopped by Ctrl-C or SIGTERM."""
+        stopped_by = interrupting_signal(interrupt)
+        name, status = stopped_by.name, 128 + stopped_by.value
+        if self.storage is None:
+            return Interrupted(f"interrupted by {name}: the in-memory study ends with the report above.", status)
+        where = describe_storage(self.storage)
+        if self._released_trial is not None:
+            what = f"trial {self._released_trial} was released for retry (queued again for the next worker)"
+        elif self._running_trial is not None:
+            what = f"trial {self._running_trial} was marked FAIL (already retried --max-retry times)"
+        else:
+            what = "no trial was running"
+        return Interrupted(f"interrupted by {name}: {what}; the finished trials are safe in {where}.", status)
 
     def _summarise(self, study: optuna.Study) -> None:
         """Print the study's trial counts and best trial; save the trial table and a picklable copy."""
@@ -363,7 +531,7 @@ class ZooExperimentManager(ExperimentManager):
             print(f"Writing report to {log_path}")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         study.trials_dataframe().to_csv(f"{log_path}.csv")
-        # A copy in memory: the live study holds a connection to its storage.
+        # A copy in memory: the live study holds its storage, whose URL has the password.
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:

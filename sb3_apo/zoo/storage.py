@@ -12,39 +12,36 @@ of it (same hyperparameters, state ``WAITING``) that the next free worker runs.
 Completed trials are never touched.
 
 Optuna's :class:`~optuna.storages.RDBStorage` has the heartbeat built in;
-:class:`HeartbeatJournalStorage` adds it to the journal file storage.
+:class:`~sb3_apo.zoo._compat.HeartbeatJournalStorage` adds it to the journal
+file storage, whose torn last record (a worker crashed while writing it) is
+repaired when the file is opened. Database passwords are masked wherever a
+storage or a command line is printed or recorded (:func:`describe_storage`,
+:func:`mask_command`).
 """
 
-import contextlib
 import importlib.util
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial, TrialState
 
+from sb3_apo.zoo._compat import HeartbeatJournalStorage, StaleTrialCallback, repair_torn_journal
 from sb3_apo.zoo.errors import ZooError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-#: The trial system attribute where :class:`HeartbeatJournalStorage` records a trial's last heartbeat (Unix time).
-HEARTBEAT_ATTR = "sb3_apo:heartbeat"
-
 #: How many times a database storage is opened again after a transient error while creating its tables
 #: (several workers starting at once on an empty database race to create them).
 RDB_OPEN_ATTEMPTS = 5
-
-StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 @dataclass(frozen=True)
@@ -90,69 +87,6 @@ class HeartbeatOptions:
             return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
-    """
-    Optuna's journal storage plus the heartbeat of :class:`~optuna.storages.RDBStorage`.
-
-    A running trial's heartbeat is the Unix time stored in its system attribute
-    :data:`HEARTBEAT_ATTR`. The workers compare it with their own clock, so the
-    workers sharing one journal file should have synchronised clocks (true on one
-    machine; use NTP, or a long ``grace_period``, across NFS).
-
-    :param backend: the journal backend (usually a :class:`~optuna.storages.journal.JournalFileBackend`)
-    :param heartbeat_interval: seconds between two heartbeats of a running trial
-    :param grace_period: seconds without a heartbeat after which a running trial is declared dead
-    :param stale_trial_callback: called with each trial declared dead (after it is set to ``FAIL``)
-    """
-
-    def __init__(
-        self,
-        backend: JournalFileBackend,
-        *,
-        heartbeat_interval: int,
-        grace_period: int,
-        stale_trial_callback: StaleTrialCallback | None = None,
-    ):
-        super().__init__(backend)
-        self._heartbeat_interval = heartbeat_interval
-        self._grace_period = grace_period
-        self._stale_trial_callback = stale_trial_callback
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        """
-        Record that the trial's worker is alive.
-
-        :param trial_id: the storage id of a running trial of this worker
-        """
-        # If the trial already finished (or another worker declared it dead), there is nothing left to keep alive.
-        with contextlib.suppress(UpdateFinishedTrialError):
-            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """
-        The running trials whose last heartbeat is older than the grace period.
-
-        :param study_id: the storage id of the study
-        :return: their storage ids
-        """
-        deadline = time.time() - self._grace_period
-        stale = []
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            last_heartbeat = trial.system_attrs.get(HEARTBEAT_ATTR)
-            # As in RDBStorage, a trial that never recorded a heartbeat is not judged.
-            if isinstance(last_heartbeat, (int, float)) and last_heartbeat < deadline:
-                stale.append(trial._trial_id)
-        return stale
-
-    def get_heartbeat_interval(self) -> int | None:
-        """:return: the seconds between two heartbeats of a running trial"""
-        return self._heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
-        """:return: the callback called with each trial declared dead"""
-        return self._stale_trial_callback
-
-
 def is_journal(storage: str) -> bool:
     """
     Whether ``--storage`` names a journal file rather than a database URL (rl-zoo3's rule).
@@ -164,27 +98,55 @@ def is_journal(storage: str) -> bool:
 
 def describe_storage(storage: str) -> str:
     """
-    The storage as it may be printed: database passwords are masked.
+    The storage as it may be printed or recorded: a database password, in the URL's
+    credentials or in its query string (``?password=...``), is replaced by ``***``.
 
     :param storage: the value of ``--storage``
     """
-    if is_journal(storage):
+    if is_journal(storage) or "://" not in storage:
         return storage
     try:
         from sqlalchemy.engine import make_url
 
-        return make_url(storage).render_as_string(hide_password=True)
+        url = make_url(storage)
     except Exception:  # an unparsable URL carries no password we could find
         return storage
+    secrets = {key: "***" for key in url.query if key.lower() in ("password", "passwd")}
+    if secrets:
+        url = url.update_query_dict(secrets)
+    return url.render_as_string(hide_password=True)
 
 
-def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None) -> BaseStorage:
+def mask_command(argv: Sequence[str]) -> list[str]:
+    """
+    A command line as it may be recorded: every database URL in it (``--storage URL`` or
+    ``--storage=URL``) has its password masked by :func:`describe_storage`.
+
+    :param argv: the command line, one argument per item
+    :return: the same arguments, masked
+    """
+    masked = []
+    for argument in argv:
+        option, equals, value = argument.partition("=")
+        if equals and option.startswith("-"):
+            masked.append(f"{option}={describe_storage(value)}")
+        else:
+            masked.append(describe_storage(argument))
+    return masked
+
+
+def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None, *, create: bool = True) -> BaseStorage:
     """
     Open the storage named by ``--storage``, or explain why it cannot be opened.
+
+    A journal file whose last record is torn (a worker crashed while writing it) is
+    repaired first: see :func:`sb3_apo.zoo._compat.repair_torn_journal`.
 
     :param storage: a journal file (ending in ``.log``) or a database URL
     :param heartbeat: the crash-recovery settings of a tuning worker; ``None`` (or a disabled
         heartbeat) opens the storage without heartbeat, enough for reading a study
+    :param create: create a journal file or SQLite database that does not exist yet;
+        ``False`` (to read a study) refuses a missing file instead
     :return: the storage, ready for ``optuna.create_study`` / ``optuna.load_study``
     :raises ZooError: if the storage cannot be opened
     """
@@ -193,16 +155,24 @@ def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None) -> Bas
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         if is_journal(storage):
-            return _open_journal(storage, heartbeat)
-        return _open_rdb(storage, heartbeat)
+            return _open_journal(storage, heartbeat, create)
+        return _open_rdb(storage, heartbeat, create)
 
 
-def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None) -> BaseStorage:
+def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None, create: bool) -> BaseStorage:
     path = Path(path_name)
     if path.is_dir():
         raise ZooError(f"The journal storage {path_name} is a folder; --storage needs a file name ending in .log.")
+    if not create and not path.exists():
+        raise ZooError(f"The journal storage {path_name} does not exist (a tuning run with -optimize creates it).")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        removed = repair_torn_journal(path)
+        if removed:
+            print(
+                f"Repaired the journal storage {path_name}: removed its torn last record ({removed} bytes, "
+                f"left by a worker that crashed while writing; saved in {path_name}.torn)."
+            )
         backend = JournalFileBackend(str(path))
         if heartbeat is None:
             return JournalStorage(backend)
@@ -218,7 +188,7 @@ def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None) -> BaseSto
         raise ZooError(f"The journal storage {path_name} is not a readable Optuna journal file: {error}.") from error
 
 
-def _open_rdb(url: str, heartbeat: HeartbeatOptions | None) -> BaseStorage:
+def _open_rdb(url: str, heartbeat: HeartbeatOptions | None, create: bool) -> BaseStorage:
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
@@ -231,6 +201,10 @@ def _open_rdb(url: str, heartbeat: HeartbeatOptions | None) -> BaseStorage:
             "(for example postgresql://user:password@host:5432/optuna or sqlite:///optuna.db)."
         ) from error
     parsed = _with_installed_driver(parsed)
+    database = parsed.database or ""
+    sqlite_file = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if not create and sqlite_file and not Path(database).exists():
+        raise ZooError(f"The SQLite storage {database} does not exist (a tuning run with -optimize creates it).")
     url = parsed.render_as_string(hide_password=False)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in parsed.query:
@@ -304,3 +278,25 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def storage_error(error: BaseException) -> BaseException | None:
+    """
+    The database error behind an exception raised while tuning, if it means that the
+    storage went away (the database server stopped or the connection dropped).
+
+    :param error: the exception (its causes and contexts are searched too)
+    :return: the database error, or ``None`` if the storage is not to blame
+    """
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return current
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return current
+        current = current.__cause__ or current.__context__
+    return None

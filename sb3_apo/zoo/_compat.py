@@ -1,0 +1,250 @@
+"""
+Every use of a private API of Optuna or rl-zoo3, in one place.
+
+Neither library offers a public hook for what the zoo needs here, so these
+pieces depend on internals. They were tested with Optuna 5.0 and rl-zoo3 2.9.2;
+``pyproject.toml`` pins the range (``optuna>=5.0,<5.1``, ``rl_zoo3>=2.9.2,<2.10``)
+and ``tests/test_zoo_compat.py`` checks each piece against the installed
+versions. When a new release breaks one, only this module changes.
+
+Optuna:
+
+- :class:`HeartbeatJournalStorage` implements Optuna's private heartbeat
+  protocol (``optuna.storages._heartbeat.BaseHeartbeat``, with its abstract
+  ``_get_stale_trial_ids``) for the journal file storage; Optuna only runs the
+  heartbeat thread and ``fail_stale_trials`` for storages of that type.
+- :func:`repair_torn_journal` relies on the journal file's format: one JSON
+  record per line, appended under the lock file ``<journal>.lock``.
+- :func:`mute_interrupted_trial_log` filters the logger of Optuna's
+  optimisation loop (``optuna.study._optimize``), which logs an interrupted
+  trial with a full traceback.
+
+rl-zoo3:
+
+- :func:`run_rl_zoo3_train` runs ``rl_zoo3.train.train()`` with another
+  experiment manager class: ``train()`` builds its manager from the module
+  attribute ``rl_zoo3.train.ExperimentManager`` and has no parameter for it.
+- :func:`default_hyperparameters`, :func:`create_sampler` and
+  :func:`create_pruner` read the manager's protected members
+  ``_hyperparams``, ``_create_sampler`` and ``_create_pruner``.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from rl_zoo3.exp_manager import ExperimentManager
+
+#: The trial system attribute where :class:`HeartbeatJournalStorage` records a trial's last heartbeat (Unix time).
+HEARTBEAT_ATTR = "sb3_apo:heartbeat"
+
+#: The logger of Optuna's optimisation loop (``optuna/study/_optimize.py``).
+OPTIMIZE_LOGGER = "optuna.study._optimize"
+
+StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """
+    Optuna's journal storage plus the heartbeat of :class:`~optuna.storages.RDBStorage`.
+
+    A running trial's heartbeat is the Unix time stored in its system attribute
+    :data:`HEARTBEAT_ATTR`. The workers compare it with their own clock, so the
+    workers sharing one journal file should have synchronised clocks (true on one
+    machine; use NTP, or a long ``grace_period``, across NFS).
+
+    :param backend: the journal backend (usually a :class:`~optuna.storages.journal.JournalFileBackend`)
+    :param heartbeat_interval: seconds between two heartbeats of a running trial
+    :param grace_period: seconds without a heartbeat after which a running trial is declared dead
+    :param stale_trial_callback: called with each trial declared dead (after it is set to ``FAIL``)
+    """
+
+    def __init__(
+        self,
+        backend: BaseJournalBackend,
+        *,
+        heartbeat_interval: int,
+        grace_period: int,
+        stale_trial_callback: StaleTrialCallback | None = None,
+    ):
+        super().__init__(backend)
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period
+        self._stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """
+        Record that the trial's worker is alive.
+
+        :param trial_id: the storage id of a running trial of this worker
+        """
+        # If the trial already finished (or another worker declared it dead), there is nothing left to keep alive.
+        with contextlib.suppress(UpdateFinishedTrialError):
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """
+        The running trials whose last heartbeat is older than the grace period.
+
+        :param study_id: the storage id of the study
+        :return: their storage ids
+        """
+        deadline = time.time() - self._grace_period
+        return [
+            self.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            # As in RDBStorage, a trial that never recorded a heartbeat is not judged.
+            if isinstance(trial.system_attrs.get(HEARTBEAT_ATTR), (int, float))
+            and trial.system_attrs[HEARTBEAT_ATTR] < deadline
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        """:return: the seconds between two heartbeats of a running trial"""
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        """:return: the callback called with each trial declared dead"""
+        return self._stale_trial_callback
+
+
+def repair_torn_journal(path: str | os.PathLike[str]) -> int:
+    """
+    Remove a torn last record (the start of a line a crashed writer never finished) from
+    an Optuna journal file, keeping every complete record.
+
+    Optuna skips such a partial line while reading, but the next record appended after it
+    is glued to it, and the journal can no longer be read at all. The check runs under the
+    journal's own lock, so a record being written by a live worker is never mistaken for a
+    torn one. The removed bytes are appended to ``<journal>.torn`` for inspection.
+
+    :param path: the journal file
+    :return: the number of bytes removed (0 when the file ends with a complete record)
+    """
+    path = Path(path)
+    if _ends_with_complete_record(path):
+        return 0  # the usual case, checked without the lock: a read-only journal stays readable
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as file:
+            size = file.seek(0, os.SEEK_END)
+            # Read backwards until the end of the last complete record.
+            end, chunk = size, 4096
+            tail = b""
+            while end > 0:
+                start = max(0, end - chunk)
+                file.seek(start)
+                tail = file.read(end - start) + tail
+                newline = tail.rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                end = start
+            else:
+                keep = 0
+            if keep == size:
+                return 0
+            file.seek(keep)
+            torn = file.read()
+            with open(f"{path}.torn", "ab") as saved:
+                saved.write(torn + b"\n")
+            file.truncate(keep)
+            file.flush()
+            os.fsync(file.fileno())
+        return size - keep
+    finally:
+        lock.release()
+
+
+def _ends_with_complete_record(path: Path) -> bool:
+    """Whether a journal file is missing, empty or ends with a line separator."""
+    if not path.is_file():
+        return True
+    with open(path, "rb") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return True
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
+
+
+class _MuteInterruptedTrial(logging.Filter):
+    """Drops Optuna's report of an interrupted trial: a traceback, then a 'failed with value None' line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.muted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+            self.muted = True  # the loop ends after an interruption: what it logs next is about that trial
+        return not self.muted
+
+
+@contextlib.contextmanager
+def mute_interrupted_trial_log() -> Iterator[None]:
+    """
+    Within the block, Optuna does not log a trial interrupted by Ctrl-C or SIGTERM
+    (it would print the interruption's full traceback); the caller reports it in one line.
+    """
+    logger = logging.getLogger(OPTIMIZE_LOGGER)
+    muting = _MuteInterruptedTrial()
+    logger.addFilter(muting)
+    try:
+        yield
+    finally:
+        logger.removeFilter(muting)
+
+
+def run_rl_zoo3_train(manager_class: type["ExperimentManager"]) -> None:
+    """
+    Run ``rl_zoo3.train.train()`` (which parses ``sys.argv``) with ``manager_class`` as its
+    experiment manager, for this call only.
+
+    :param manager_class: a subclass of :class:`rl_zoo3.exp_manager.ExperimentManager`
+    """
+    import rl_zoo3.train
+
+    saved_manager = rl_zoo3.train.ExperimentManager
+    rl_zoo3.train.ExperimentManager = manager_class  # type: ignore[misc]
+    try:
+        rl_zoo3.train.train()
+    finally:
+        rl_zoo3.train.ExperimentManager = saved_manager  # type: ignore[misc]
+
+
+def default_hyperparameters(manager: "ExperimentManager") -> dict[str, Any]:
+    """
+    :param manager: an experiment manager after ``setup_experiment()``
+    :return: the preprocessed hyperparameters a trial starts from (before the sampler's)
+    """
+    return manager._hyperparams
+
+
+def create_sampler(manager: "ExperimentManager") -> BaseSampler:
+    """
+    :param manager: an experiment manager
+    :return: the Optuna sampler named by its ``--sampler``, seeded by its ``--seed``
+    """
+    return manager._create_sampler(manager.sampler)
+
+
+def create_pruner(manager: "ExperimentManager") -> BasePruner:
+    """
+    :param manager: an experiment manager
+    :return: the Optuna pruner named by its ``--pruner``
+    """
+    return manager._create_pruner(manager.pruner)
