@@ -3,7 +3,8 @@ The report step: a results folder written by the grid runner -> tables and plots
 
 A run's score is the mean of its last ``final_window`` deterministic evaluations
 (rl-zoo3's ``EvalCallback``). Per env and (algorithm, variant), the report gives, with
-`rliable <https://github.com/google-research/rliable>`_'s metrics, the interquartile mean (IQM) of the
+the metrics of `rliable <https://github.com/google-research/rliable>`_ (Agarwal et al., 2021), computed
+with scipy as rliable itself computes them, the interquartile mean (IQM) of the
 seeds' scores with a 95% stratified-bootstrap interval, and the probability of improvement
 over PPO-clip (SB3's ``ppo`` with the same ``n_epochs``, the same variant where there is one).
 Outputs, in ``<results>/report/`` unless told otherwise:
@@ -102,12 +103,25 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
     return runs.reset_index(drop=True), evaluations, logs, unfinished
 
 
+def interquartile_mean(scores: np.ndarray) -> float:
+    """rliable's ``aggregate_iqm``: the 25% trimmed mean of the runs' scores."""
+    return float(stats.trim_mean(scores, proportiontocut=0.25, axis=None))
+
+
+def probability_of_improvement(scores: np.ndarray, reference: np.ndarray) -> float:
+    """rliable's ``probability_of_improvement`` for one task: ``P(X > Y) + P(X = Y) / 2``, the Mann-Whitney U / (n m)."""
+    scores, reference = scores.ravel(), reference.ravel()
+    return float(stats.mannwhitneyu(scores, reference, alternative="greater").statistic / (len(scores) * len(reference)))
+
+
 def _bootstrap(samples: list[np.ndarray], statistic: Any, reps: int) -> tuple[float, float, float]:
     """
-    An rliable statistic of one task's runs (``(n_runs, 1)`` arrays, one per algorithm) and its 95% percentile
+    A statistic of one task's runs (``(n_runs, 1)`` arrays, one per algorithm) and its 95% percentile
     interval, resampling the runs of each algorithm independently: rliable's stratified bootstrap for one task.
-    scipy does the resampling (rliable 1.2.0's own bootstrap needs ``arch<8``, which cannot import with
-    pandas 3); a fixed seed makes the report reproducible.
+    rliable is not a dependency: its 1.2.0 release pins ``arch<8``, whose 7.x cannot be imported with
+    pandas 3 (and then breaks rl-zoo3's plot commands, which import rliable when it is installed); the
+    two metrics above are its definitions, and scipy does the resampling. A fixed seed makes the report
+    reproducible.
     """
     point = float(statistic(*samples))
     if any(len(sample) < 2 for sample in samples):
@@ -133,7 +147,6 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
     :param runs: see :func:`load_runs`
     :param reps: bootstrap replications
     """
-    from rliable import metrics
 
     def column(scores: pd.Series) -> np.ndarray:
         return scores.dropna().to_numpy(float)[:, None]  # rliable's (runs x tasks) with one task
@@ -141,7 +154,7 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
     rows = []
     for (env, algo, variant), group in runs.groupby(["env", "algo", "variant"], sort=False):
         scores = column(group["score"])
-        iqm = _bootstrap([scores], metrics.aggregate_iqm, reps) if len(scores) else (np.nan,) * 3
+        iqm = _bootstrap([scores], interquartile_mean, reps) if len(scores) else (np.nan,) * 3
         # the PPO runs of the same env and n_epochs, the same variant first
         references = runs[(runs["env"] == env) & (runs["algo"] == REFERENCE)]
         references = references[references["n_epochs"] == group["n_epochs"].iloc[0]]
@@ -152,7 +165,7 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
             reference = references
         poi = (np.nan,) * 3
         if algo != REFERENCE and len(scores) and len(column(reference["score"])):
-            poi = _bootstrap([scores, column(reference["score"])], metrics.probability_of_improvement, reps)
+            poi = _bootstrap([scores, column(reference["score"])], probability_of_improvement, reps)
         rows.append(
             {
                 "env": env,
@@ -342,7 +355,7 @@ def make_report(
         f"Score of a run: the mean of its last {final_window} deterministic evaluations. Per algorithm and variant: "
         "the interquartile mean (IQM) of the seeds' scores, the mean ± sample std, and the probability that a run "
         f"scores higher than a run of PPO-clip (`{REFERENCE}` with the same `n_epochs`), with 95% stratified-bootstrap "
-        f"intervals ({reps:,} replications; rliable's metrics). Budget: training timesteps per run.",
+        f"intervals ({reps:,} replications; rliable's metrics, computed with scipy). Budget: training timesteps per run.",
         "",
     ]
     for env, table in summary.groupby("env", sort=False):
