@@ -56,6 +56,9 @@ BUFFER_ARRAYS = (
 #: Seconds an actor gets to stop on its own before it is terminated.
 CLOSE_TIMEOUT = 10.0
 
+#: In an actor process, the objects it inherited but must never free (the learner's CUDA policy).
+_KEPT_IN_ACTOR: list[Any] = []
+
 
 class RolloutActorError(RuntimeError):
     """A rollout actor crashed, was killed, or stopped answering; training cannot go on."""
@@ -222,7 +225,10 @@ def _actor_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     th.set_num_threads(1)
     try:
-        if cpu_policy is not None:  # never touch the learner's CUDA tensors in a forked process
+        if cpu_policy is not None:
+            # Never touch the learner's CUDA tensors in a forked process, not even to free
+            # them: its policy stays referenced until the process exits (with os._exit).
+            _KEPT_IN_ACTOR.append(model.policy)
             model.policy = cpu_policy  # type: ignore[assignment]
             model.device = th.device("cpu")
         env = model.env
