@@ -256,6 +256,17 @@ def test_callbacks_vecnormalize_save_load_and_continue(tmp_path):
     assert model.num_timesteps == 256 + 64
 
 
+def test_tensorboard_receives_the_async_values(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    model = APO("MlpPolicy", "CartPole-v1", tensorboard_log=str(tmp_path), async_rollouts=True, seed=0, **SMALL)
+    model.learn(3 * SMALL["n_steps"])
+    events = event_accumulator.EventAccumulator(str(tmp_path / "APO_1"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"async/policy_lag", "async/is_weight_mean", "async/learner_idle_s", "async/actor_idle_s"} <= tags
+    assert [event.value for event in events.Scalars("async/policy_lag")] == [0.0, 1.0, 1.0]
+
+
 @pytest.mark.slow
 def test_subproc_vec_env_inside_the_actor():
     env = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)

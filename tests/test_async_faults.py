@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import RolloutActorError
+from sb3_apo.common.async_rollouts import ForkedRolloutActor, RolloutActorError
 
 pytestmark = pytest.mark.slow
 
@@ -83,11 +83,20 @@ def wait_until(condition, timeout: float = 60.0) -> bool:
     return condition()
 
 
+#: Prefixes of the /dev/shm entries Python and torch create: multiprocessing's shared memory
+#: and semaphores, torch's shared tensors (other programs' entries, e.g. a database's, are not ours).
+SHM_PREFIXES = ("psm_", "sem.", "mp-", "torch_", "wnsm_")
+
+
+def shared_memory_entries() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith(SHM_PREFIXES)}
+
+
 @pytest.fixture
 def shared_memory_unchanged():
-    before = set(os.listdir("/dev/shm"))
+    before = shared_memory_entries()
     yield
-    assert set(os.listdir("/dev/shm")) - before == set()
+    assert shared_memory_entries() - before == set()
 
 
 class FailingCartPole(gym.Wrapper):
@@ -141,6 +150,30 @@ def test_an_actor_that_is_killed_stops_training_with_its_name():
     assert not alive(recorder.pids[-1])
     model.learn(3 * 32)  # a new actor takes over
     assert model.num_timesteps == 3 * 32
+
+
+@pytest.mark.usefixtures("shared_memory_unchanged")
+def test_an_actor_blocked_on_a_full_pipe_leaves_by_itself_when_closed(monkeypatch):
+    closed = []
+    close = ForkedRolloutActor.close
+
+    def recording_close(actor):
+        close(actor)
+        closed.append(actor.exitcode)
+
+    monkeypatch.setattr(ForkedRolloutActor, "close", recording_close)
+
+    class SlowLearner(BaseCallback):
+        def _on_rollout_end(self):
+            time.sleep(2.0)  # meanwhile the actor collects the next rollout and blocks sending it
+
+        def _on_step(self):
+            return True
+
+    # 8 x 1024 steps make a rollout of about 1 MB, more than a pipe holds
+    model = APO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8), n_steps=1024, batch_size=1024, async_rollouts=True)
+    model.learn(2 * 8 * 1024, callback=SlowLearner())
+    assert closed == [0]  # it exited on its own (broken pipe), it was not terminated
 
 
 def start_training(tmp_path, vec_env: str) -> tuple[subprocess.Popen, int]:

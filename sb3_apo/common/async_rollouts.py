@@ -20,7 +20,6 @@ by construction. ``docs/async.md`` gives the design and the maths.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import multiprocessing as mp
 import os
@@ -56,6 +55,9 @@ BUFFER_ARRAYS = (
 
 #: Seconds an actor gets to stop on its own before it is terminated.
 CLOSE_TIMEOUT = 10.0
+
+#: In an actor process, the objects it inherited but must never free (the learner's CUDA policy).
+_KEPT_IN_ACTOR: list[Any] = []
 
 
 class RolloutActorError(RuntimeError):
@@ -223,7 +225,10 @@ def _actor_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     th.set_num_threads(1)
     try:
-        if cpu_policy is not None:  # never touch the learner's CUDA tensors in a forked process
+        if cpu_policy is not None:
+            # Never touch the learner's CUDA tensors in a forked process, not even to free
+            # them: its policy stays referenced until the process exits (with os._exit).
+            _KEPT_IN_ACTOR.append(model.policy)
             model.policy = cpu_policy  # type: ignore[assignment]
             model.device = th.device("cpu")
         env = model.env
@@ -294,6 +299,8 @@ class ForkedRolloutActor(RolloutActor):
     _connection: Connection | None = field(default=None, init=False)
     _stop: Any = field(default=None, init=False)
     _pending: int = field(default=0, init=False)
+    #: The process's exit code once closed: 0 when it left by itself, negative when a signal ended it.
+    exitcode: int | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -361,18 +368,19 @@ class ForkedRolloutActor(RolloutActor):
     def close(self) -> None:
         if self.process is None:
             return
-        if self.process.is_alive():
-            self._stop.set()  # ends a rollout in progress after its current step
-            with contextlib.suppress(OSError, EOFError):  # the actor may be gone already
-                self._connection.send(None)  # type: ignore[union-attr]  # ends a wait for weights
-            self.process.join(CLOSE_TIMEOUT)
-            if self.process.is_alive():
-                self.process.terminate()
-                self.process.join(CLOSE_TIMEOUT)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join()
-        self.process.close()
+        # Each way out of the actor's loop ends promptly: the stop flag ends a rollout in
+        # progress after its current step, and closing the pipe ends a wait for weights
+        # (end of file) or a send that the learner will not read (broken pipe).
+        self._stop.set()
         self._connection.close()  # type: ignore[union-attr]
-        self.process = None
         self._connection = None
+        self.process.join(CLOSE_TIMEOUT)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(CLOSE_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.exitcode = self.process.exitcode
+        self.process.close()
+        self.process = None
