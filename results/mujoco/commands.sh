@@ -2,12 +2,39 @@
 # The MuJoCo benchmark, exactly as run for the committed results (resumable: rerun to finish).
 # Run from the repository root. Every run: 1M steps, deterministic evaluation every 50k steps
 # (5 episodes), hyperparameters from hyperparams/<algo>.yml (the APO paper's settings).
+# Report: python benchmarks/report.py results/mujoco
 set -u
-COMMON="--results results/mujoco --seeds 0 1 2 -n 1000000 --eval-freq 50000 --eval-episodes 5 --n-eval-envs 1 -j 2"
+COMMON="--results results/mujoco -n 1000000 --eval-freq 50000 --eval-episodes 5 --n-eval-envs 1 -j 2"
+
+# ---- Round 1 (commits f0d7dd7 / 0bd549b, see README.md) -----------------------------------------
 # 1. Hopper-v5, the four algorithms
-python -m sb3_apo.benchmark run $COMMON --algos apo ppo ppo_penalty spo --envs Hopper-v5
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 --algos apo ppo ppo_penalty spo --envs Hopper-v5
 # 2. Robustness: 50 update epochs instead of 10 (the 10-epoch runs are those of step 1)
-python -m sb3_apo.benchmark run --results results/mujoco --seeds 0 1 -n 1000000 --eval-freq 50000 \
-    --eval-episodes 5 --n-eval-envs 1 -j 2 --algos apo ppo --envs Hopper-v5 --variant epochs50:n_epochs=50
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --algos apo ppo --envs Hopper-v5 --variant epochs50:n_epochs=50
 # 3. Walker2d-v5 and HalfCheetah-v5
-python -m sb3_apo.benchmark run $COMMON --algos apo ppo ppo_penalty spo --envs Walker2d-v5 HalfCheetah-v5
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 --algos apo ppo ppo_penalty spo --envs Walker2d-v5 HalfCheetah-v5
+
+# ---- Round 2, issue 8: which APO at 10 and 50 epochs (2-seed pilot on Hopper-v5 at 50 epochs) -----
+# 4. the variants the round-1 code already had (run from commit 9e4b2da)
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
+    --variant "epochs50-parity:n_epochs=50,anchor_mode='parity'"
+# 5. the adaptive coefficient, with sampled and with exact anchors (run from commit 3f44b49)
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
+    --variant "epochs50-auto:n_epochs=50,anchor_coef='auto'" \
+    --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
+# 6. the plain trust region that also adapts: PPO-clip plus adaptive KL; then exact anchors alone
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos ppo_penalty \
+    --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
+python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
+    --variant "epochs50-exact:n_epochs=50,anchor_estimator='exact'"
+
+# ---- Still to run (issue 8): the 5-seed comparison that sets the default -----------------------
+# Set VARIANT to the pilot's best APO (without the epochs50- prefix, e.g. "auto:anchor_coef='auto'"),
+# then, for both envs and both epoch counts, PPO-clip and that APO with 5 seeds, and PPOPenalty
+# with clipping on Hopper at 50 epochs:
+# python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 HalfCheetah-v5 --algos ppo \
+#     --variant base --variant epochs50:n_epochs=50
+# python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
+#     --variant "<name>:<overrides>" --variant "epochs50-<name>:n_epochs=50,<overrides>"
+# python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 --algos ppo_penalty \
+#     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
