@@ -304,7 +304,8 @@ def _wait_for_trial(
                 continue
             # A database records heartbeats in a table of its own, the journal in a system attribute.
             beating = not isinstance(storage, Path) or HEARTBEAT_ATTR in trial.system_attrs
-            drawn = "anchor_mode" in trial.params and beating
+            # APO's sampler draws anchor_coef or anchor_target last: then every parameter is drawn
+            drawn = bool({"anchor_coef", "anchor_target"} & trial.params.keys()) and beating
             if not running or (trial.state == TrialState.RUNNING and drawn):
                 return trial
         time.sleep(0.2)

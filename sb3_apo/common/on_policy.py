@@ -915,6 +915,12 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
                 "raise_exception=True)), and fix the environment (under VecNormalize, check its raw observations)."
             ) from error
 
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        # SB3 lets the remaining progress go below 0 on the last update when total_timesteps is not a
+        # multiple of the rollout size, so that a linear schedule returns a negative learning rate or
+        # clip range there; a schedule is held at its end value instead.
+        self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total_timesteps))
+
     def _schedule_value(self, name: str, schedule: Schedule | None) -> float | None:
         """The value of a scheduled hyperparameter now, checked (see :func:`~sb3_apo.common.checks.check_schedule_value`)."""
         return None if schedule is None else check_schedule_value(name, schedule, self._current_progress_remaining)
