@@ -75,6 +75,24 @@ def test_exact_anchor_divergence_beyond_the_closed_form_is_finite_and_points_bac
     assert above == pytest.approx(below, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+def test_exact_anchor_divergence_gradient_is_the_closed_forms(dtype):
+    # d/dmu of 1/2 (E[r^2] - 1) in one dimension: 1/2 E[r^2] * 2 (mu - mu_old) / (2 sigma_old^2 - sigma^2);
+    # float32 included, the dtype of the policies (a cancellation once made this gradient 0 there)
+    old = th.tensor([[0.0, 1.0]], dtype=dtype)
+    new = th.tensor([[0.1, 1.0]], dtype=dtype, requires_grad=True)
+    DiagGaussianMath(1).exact_anchor_divergence(old, new, None).sum().backward()
+    moment = 2 * half_chi2_by_hand([0.1], [1.0], [0.0], [1.0]) + 1
+    assert new.grad[0, 0].item() == pytest.approx(0.5 * moment * 2 * 0.1 / 1.0, rel=1e-4)
+    # in a policy update, a large coefficient on the exact anchors holds the policy at pi_old
+    kl = {}
+    for coef in (0.0, 1000.0):
+        model = APO("MlpPolicy", "Pendulum-v1", anchor_estimator="exact", anchor_coef=coef, **{**PENDULUM, "n_epochs": 10})
+        model.learn(64)
+        kl[coef] = model.logger.name_to_value["train/kl"]
+    assert kl[1000.0] < 0.01 * kl[0.0]
+
+
 @pytest.mark.parametrize("space", [spaces.Discrete(4), spaces.MultiDiscrete([3, 2]), spaces.MultiBinary(3)])
 def test_exact_anchor_divergence_of_discrete_spaces_is_the_exact_anchor_sum(space):
     math_ = distribution_math(space)

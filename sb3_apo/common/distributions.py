@@ -189,9 +189,12 @@ class DiagGaussianMath(DistributionMath):
         gap = th.where(q <= joint, 2.0 - q, EXACT_VARIANCE_MARGIN * th.exp(-excess / EXACT_VARIANCE_MARGIN))
         z = (new_loc - old_loc) / old_scale
         log_moment = (-0.5 * log_q - 0.5 * th.log(gap) + z**2 / gap).sum(dim=-1)
-        # chi2 = E[r^2] - 1, continued linearly in log E[r^2] above EXACT_LOG_MOMENT_LIMIT (value and slope match)
+        # chi2 = E[r^2] - 1, continued linearly in log E[r^2] above EXACT_LOG_MOMENT_LIMIT (value and slope match).
+        # The two pieces are clamped apart: written as expm1(capped) + e^limit * (log_moment - capped), the
+        # gradient below the limit would be e^limit - e^limit + e^log_moment, which float32 rounds to 0.
         capped = log_moment.clamp(max=EXACT_LOG_MOMENT_LIMIT)
-        chi2 = th.expm1(capped) + math.exp(EXACT_LOG_MOMENT_LIMIT) * (log_moment - capped)
+        excess = (log_moment - EXACT_LOG_MOMENT_LIMIT).clamp(min=0.0)
+        chi2 = th.expm1(capped) + math.exp(EXACT_LOG_MOMENT_LIMIT) * excess
         return 0.5 * chi2
 
 
