@@ -127,6 +127,14 @@ def test_n_timesteps_below_one_is_refused(steps, tmp_path, capsys):
     assert not (tmp_path / "logs").exists()
 
 
+def test_track_with_a_password_in_the_storage_is_refused(tmp_path, capsys):
+    storage = "postgresql+psycopg2://optuna:s3cret@127.0.0.1:1/optuna"
+    assert cli.train(train_args(tmp_path, "--track", "--storage", storage)) == 2
+    line = one_error_line(capsys)
+    assert "--track would send the --storage URL" in line and "s3cret" not in line
+    assert not (tmp_path / "logs").exists()
+
+
 def test_manager_refuses_negative_n_timesteps(tmp_path):
     with pytest.raises(ZooError, match="got -5"):
         ZooExperimentManager(argparse.Namespace(), "apo", "CartPole-v1", str(tmp_path), n_timesteps=-5)

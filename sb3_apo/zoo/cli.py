@@ -228,7 +228,9 @@ def _check_train_arguments(argv: Sequence[str]) -> None:
     Check what rl-zoo3's ``train`` would accept silently or fail on with a traceback:
     ``-n`` below 1 (rl-zoo3 then trains for the file's ``n_timesteps``), and each
     ``-params KEY:VALUE`` read the way rl-zoo3 reads it (its ``StoreDict`` evaluates
-    ``VALUE`` as a Python expression, raising ``NameError`` or ``SyntaxError``).
+    ``VALUE`` as a Python expression, raising ``NameError`` or ``SyntaxError``), and
+    ``--track`` with a database password in ``--storage`` (rl-zoo3 sends its arguments to
+    Weights & Biases before any of ours runs, so the password could not be masked there).
 
     :param argv: the command line of ``train``
     :raises ZooError: naming the first bad argument and how to write it
@@ -238,11 +240,22 @@ def _check_train_arguments(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("-params", "--hyperparams", nargs="+", action="append", default=[])
     parser.add_argument("-n", "--n-timesteps", type=int, default=None)
+    parser.add_argument("--storage", default=None)
+    parser.add_argument("--track", action="store_true")
     try:
         with redirect_stderr(io.StringIO()):
             options, _ = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit):  # e.g. -params without a value, -n abc: rl-zoo3's parser says so
         return
+    if options.track and options.storage is not None:
+        from sb3_apo.zoo.storage import describe_storage
+
+        if describe_storage(options.storage) != options.storage:
+            raise ZooError(
+                "--track would send the --storage URL, with its password, to Weights & Biases (rl-zoo3 records its "
+                "arguments there unmasked): leave the password out of the URL and give it through the database "
+                "client's own means (PostgreSQL: the PGPASSWORD variable or a ~/.pgpass file), or drop --track."
+            )
     if options.n_timesteps is not None and options.n_timesteps < 1:
         raise ZooError(
             f"-n/--n-timesteps must be a positive number of steps, got {options.n_timesteps} "
