@@ -18,11 +18,13 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 --algos apo ppo ppo_penalt
 # 4. the variants the round-1 code already had (run from commit 9e4b2da)
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
     --variant "epochs50-parity:n_epochs=50,anchor_mode='parity'"
-# 5. the adaptive coefficient, with sampled and with exact anchors (run from commit 3f44b49)
+# 5. the adaptive coefficient, with sampled anchors (run from commit 3f44b49) and with exact anchors
+#    (run from commit 4cfe526; see README.md for the two withdrawn runs)
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
     --variant "epochs50-auto:n_epochs=50,anchor_coef='auto'" \
     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
-# 6. the plain trust region that also adapts: PPO-clip plus adaptive KL; then exact anchors alone
+# 6. the plain trust region that also adapts: PPO-clip plus adaptive KL (3f44b49); then exact anchors
+#    alone (not run yet)
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos ppo_penalty \
     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
