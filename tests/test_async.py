@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
 from sb3_apo.common.async_rollouts import vtrace
-from sb3_apo.common.buffers import AnchoredRolloutBuffer
+from sb3_apo.common.buffers import AnchoredRolloutBuffer, DistributionParamsMixin
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
 
@@ -224,6 +224,20 @@ def test_every_algorithm_trains_with_bounded_lag(cls, env_id, kwargs):
     assert model._rollout_actor is None  # closed when learn() returns
 
 
+def test_without_lag_correction_the_lagged_rollout_is_trained_on_as_it_was_collected(monkeypatch):
+    # Cogment-verse's asynchronous PPO: pi_old is the behaviour policy, and no weights.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the proximal policy was computed")
+
+    monkeypatch.setattr(DistributionParamsMixin, "store_proximal_policy", must_not_run)
+    model = APO("MlpPolicy", "Pendulum-v1", seed=0, async_rollouts=True, correct_policy_lag=False, **SMALL)
+    recorder = RecordsLogs()
+    model.learn(4 * SMALL["n_steps"], callback=recorder)
+    assert recorder.values["async/policy_lag"] == [0, 1, 1, 1]
+    assert recorder.values["async/is_weight_mean"] == [1.0] * 4
+    assert recorder.values["async/is_truncated_fraction"] == [0.0] * 4
+
+
 def test_callbacks_vecnormalize_save_load_and_continue(tmp_path):
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
     eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=1), training=False, norm_reward=False)
@@ -288,8 +302,14 @@ def test_subproc_vec_env_inside_the_actor():
         ("max_policy_lag", 1.5, "max_policy_lag"),
         ("importance_weight_max", 0.0, "importance_weight_max"),
         ("value_targets", "retrace", "`value_targets` must be one of 'gae', 'vtrace'"),
+        ("correct_policy_lag", "no", "`correct_policy_lag` must be True or False"),
     ],
 )
 def test_bad_async_settings_are_refused(name, value, message):
     with pytest.raises(ValueError, match=message):
         APO("MlpPolicy", "Pendulum-v1", **{name: value})
+
+
+def test_vtrace_needs_the_lag_correction():
+    with pytest.raises(ValueError, match="correct_policy_lag=False"):
+        APO("MlpPolicy", "Pendulum-v1", async_rollouts=True, value_targets="vtrace", correct_policy_lag=False)

@@ -190,6 +190,28 @@ def test_every_yaml_entry_constructs_a_model(algo, entry, tmp_path, monkeypatch)
         model.env.close()
 
 
+def test_the_cogment_verse_appo_entry_builds_asynchronous_ppo_clip(tmp_path, monkeypatch):
+    """hyperparams/cogment_verse_appo.yml: Cogment-verse's settings, read through -conf."""
+    if _missing_requirement("Hopper-v5") is not None:
+        pytest.skip(_missing_requirement("Hopper-v5"))
+    monkeypatch.chdir(tmp_path)
+    register_algorithms()
+    config = str(REPO_ROOT / "hyperparams" / "cogment_verse_appo.yml")
+    manager = ZooExperimentManager(
+        argparse.Namespace(), "apo", "Hopper-v5", str(tmp_path), config=config, eval_freq=-1, verbose=0, device="cpu", seed=0
+    )
+    (model, _), _ = run_quietly(manager.setup_experiment)
+    try:
+        assert model.async_rollouts and model.max_policy_lag == 1 and model.correct_policy_lag
+        assert (model.n_envs, model.n_steps, model.batch_size, model.n_epochs) == (4, 2048, 64, 10)
+        assert model.anchor_coef == 0.0 and model.clip_range(1.0) == 0.2 and model.clip_range_vf is None
+        assert (model.vf_coef, model.ent_coef, model.max_grad_norm, model.lr_schedule(1.0)) == (0.25, 0.0, 0.5, 3.5e-4)
+        assert manager.n_timesteps == 3_000_000
+        assert manager.normalize_kwargs["norm_obs"] and not manager.normalize_kwargs["norm_reward"]
+    finally:
+        model.env.close()
+
+
 # ---------------------------------------------------------------------------- samplers and converters
 
 

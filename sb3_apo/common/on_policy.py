@@ -221,6 +221,10 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
         ``"gae"``, GAE from the values recorded by the actor; ``"vtrace"``, V-trace from the learner's values
+    :param correct_policy_lag: With ``async_rollouts``, whether a lagged rollout is corrected (decoupled PPO:
+        the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
+        rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
+        weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
     :param diagnostics_freq: measure the diagnostics (``train/kl``, ``train/ratio_max``,
         ``train/anchor_ratio_max`` ...) after every ``diagnostics_freq``-th update only (1: after every
         update; the measurement costs one forward pass over the rollout). An algorithm whose state
@@ -273,6 +277,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         max_policy_lag: int = 1,
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
+        correct_policy_lag: bool = True,
         diagnostics_freq: int = 1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -303,6 +308,11 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
         check_choice("value_targets", value_targets, ("gae", "vtrace"))
         check_bool("async_rollouts", async_rollouts)
+        check_bool("correct_policy_lag", correct_policy_lag)
+        if value_targets == "vtrace" and not correct_policy_lag:
+            raise HyperparameterError(
+                "`value_targets='vtrace'` corrects the policy lag; with `correct_policy_lag=False` use value_targets='gae'."
+            )
         if async_rollouts and "fork" not in mp.get_all_start_methods():
             raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
         if rollout_buffer_class is not None and not (
@@ -351,6 +361,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         self.max_policy_lag = max_policy_lag
         self.importance_weight_max = importance_weight_max
         self.value_targets = value_targets
+        self.correct_policy_lag = correct_policy_lag
         self._rollout_actor: RolloutActor | None = None
         self._rollout_env_stale = False  # an actor moved the env on: the next one resets it
         self._policy_version = 0  # updates since the actor started
@@ -640,7 +651,7 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
         policy_lag = self._policy_version - rollout.policy_version
         assert 0 <= policy_lag <= self.max_policy_lag
         truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
-        if policy_lag > 0:
+        if policy_lag > 0 and self.correct_policy_lag:
             behaviour_log_probs = rollout_buffer.log_probs.copy()
             truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
                 self._evaluate_proximal, self.importance_weight_max
