@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,14 @@ class Contender:
     :param name: its name in the table
     :param step: runs about ``n`` environment steps; returns the number of steps done
     :param settings: the hyperparameters it was built with, as text (empty for the envs)
+    :param phase_cpu_s: for a model, the process CPU seconds spent so far in each phase of ``learn()``
+        (``rollout``: ``collect_rollouts()``, ``update``: ``train()``); empty for the envs
     """
 
     name: str
     step: Callable[[int], int]
     settings: str = ""
+    phase_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def build_model(
@@ -112,12 +115,30 @@ def model_contender(name: str, model: BaseAlgorithm, settings: dict[str, Any]) -
     :param settings: the hyperparameters it was built with
     """
 
+    phase_cpu_s = {"rollout": 0.0, "update": 0.0}
+
+    def timed(phase: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                phase_cpu_s[phase] += time.process_time() - start
+
+        return call
+
+    # instance attributes shadow the methods that learn() calls (with async rollouts, collect_rollouts()
+    # is the learner's side: receiving the rollout; the actor's CPU is another process's)
+    model.collect_rollouts = timed("rollout", model.collect_rollouts)  # type: ignore[method-assign]
+    model.train = timed("update", model.train)  # type: ignore[method-assign]
+
     def step(n: int) -> int:
         before = model.num_timesteps
         model.learn(n, reset_num_timesteps=before == 0)
         return model.num_timesteps - before
 
-    return Contender(name, step, ", ".join(f"{key}={value}" for key, value in settings.items() if key != "n_timesteps"))
+    settings_text = ", ".join(f"{key}={value}" for key, value in settings.items() if key != "n_timesteps")
+    return Contender(name, step, settings_text, phase_cpu_s)
 
 
 def env_contender(name: str, env: VecEnv, seed: int) -> Contender:
@@ -166,7 +187,8 @@ def raw_env_contender(env_id: str, seed: int) -> Contender:
 def summarise(measurements: pd.DataFrame, reference: str) -> pd.DataFrame:
     """
     Per contender: median, min and max steps/s, and its ratio to the reference in the same round
-    (mean, std, min, max) by wall time, and by process CPU time (mean, std).
+    (mean, std, min, max) by wall time, and by process CPU time (mean, std); for the models, the
+    median process CPU milliseconds per 1,000 steps of each phase (rollout and update).
 
     :param measurements: one row per (round, contender)
     :param reference: the contender every rate is divided by
@@ -189,6 +211,9 @@ def summarise(measurements: pd.DataFrame, reference: str) -> pd.DataFrame:
             "cpu_ratio_std": cpu_ratios.std(),
         }
     )
+    for phase in ("rollout", "update"):
+        per_step = measurements[f"{phase}_cpu_s"] * 1e6 / measurements["steps"]  # ms per 1,000 steps
+        table[f"{phase}_cpu_ms_per_1k_steps"] = per_step.groupby(measurements["contender"]).median()
     return table.rename_axis("contender").reset_index()
 
 
@@ -251,9 +276,11 @@ def run_speed(
             shift = round_index % len(measured)
             for contender in measured[shift:] + measured[:shift]:
                 gc.collect()
+                phases_before = dict(contender.phase_cpu_s)
                 wall, cpu = time.perf_counter(), time.process_time()
                 steps = contender.step(steps_per_round)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                phases = {f"{phase}_cpu_s": contender.phase_cpu_s[phase] - phases_before[phase] for phase in phases_before}
                 rows.append(
                     {
                         "round": round_index,
@@ -263,6 +290,8 @@ def run_speed(
                         "cpu_s": cpu,
                         "steps_per_s": steps / wall,
                         "steps_per_cpu_s": steps / cpu if cpu > 0 else np.nan,
+                        "rollout_cpu_s": phases.get("rollout_cpu_s", np.nan),
+                        "update_cpu_s": phases.get("update_cpu_s", np.nan),
                     }
                 )
             log(
@@ -300,6 +329,10 @@ def run_speed(
     return summary
 
 
+def _milliseconds(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else ""
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """
     The speed table in Markdown, with the settings it was measured with.
@@ -318,6 +351,8 @@ def markdown(summary: dict[str, Any]) -> str:
             "ratio to PPO": ratio(rows["ratio_mean"], rows["ratio_std"]),
             "min-max": [f"{low:.3f}-{high:.3f}" for low, high in zip(rows["ratio_min"], rows["ratio_max"])],
             "ratio to PPO by CPU time": ratio(rows["cpu_ratio_mean"], rows["cpu_ratio_std"]),
+            "CPU ms / 1k steps: rollout": rows["rollout_cpu_ms_per_1k_steps"].map(_milliseconds),
+            "update": rows["update_cpu_ms_per_1k_steps"].map(_milliseconds),
         }
     )
     load_before = ", ".join(f"{value:.2f}" for value in summary["load_average_before"])
@@ -329,7 +364,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{summary['steps_per_round']:,} steps per contender after {summary['warmup_steps']:,} warm-up steps, in one "
         f"process, {summary['torch_threads']} torch thread(s), device {summary['device']}. Ratio: to SB3 PPO's rate "
         "in the same round, mean ± sample std (min-max) over rounds; by CPU time: the same with process CPU time, "
-        "which other processes on the machine disturb less. The two `env` rows are the ceiling.",
+        "which other processes on the machine disturb less. The two `env` rows are the ceiling. CPU ms / 1k steps: "
+        "the learner process's median CPU time per 1,000 steps in `collect_rollouts()` and in `train()` (with "
+        "asynchronous rollouts, the actor's CPU is another process's and is not counted).",
         "",
         table.to_markdown(index=False),
         "",

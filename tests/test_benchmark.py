@@ -245,8 +245,20 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     assert set(rows) == {"apo", "apo:diagnostics_freq=4", "ppo", speed.VEC_ENV, speed.RAW_ENV}
     assert float(rows["ppo"]["ratio_mean"]) == pytest.approx(1.0)
     assert float(rows["apo:diagnostics_freq=4"]["steps_per_s_median"]) > 0
+    # the phases split each model's CPU time: rollout + update is all of learn() but its set-up
+    for row in rows.values():
+        split = row["rollout_cpu_ms_per_1k_steps"], row["update_cpu_ms_per_1k_steps"]
+        if row["contender"].startswith("env:"):
+            assert split == ("", "")  # no phases
+        else:
+            assert all(float(value) > 0 for value in split)
     with open(out / "speed.csv") as file:
-        assert len(list(csv.DictReader(file))) == 2 * 5
+        measurements = list(csv.DictReader(file))
+    assert len(measurements) == 2 * 5
+    for row in measurements:
+        if row["contender"] == "apo":
+            phases = float(row["rollout_cpu_s"]) + float(row["update_cpu_s"])
+            assert 0.5 * float(row["cpu_s"]) < phases <= float(row["cpu_s"])
     markdown = (out / "speed.md").read_text()
     assert "ratio to PPO" in markdown and "diagnostics_freq=4" in markdown
     assert "speed.py --env CartPole-v1" in (out / "command.txt").read_text()
