@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_apo.common.buffers import anchored_buffer_class
 
@@ -384,3 +388,107 @@ class ForkedRolloutActor(RolloutActor):
         self.exitcode = self.process.exitcode
         self.process.close()
         self.process = None
+
+
+class AsyncLearner:
+    """
+    The learner's side of asynchronous rollouts, mixed into
+    :class:`~sb3_apo.common.on_policy.PPOFamilyAlgorithm`: its ``collect_rollouts()``
+    calls :meth:`_receive_rollout` when ``async_rollouts`` is set, and ``learn()``
+    closes the actor when it returns.
+    """
+
+    def _receive_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> bool:
+        """
+        The asynchronous ``collect_rollouts``: hand the actor the current weights (for a
+        later rollout), receive the rollout it collected meanwhile into ``rollout_buffer``,
+        and replay its steps to the callbacks as SB3's loop would have.
+        """
+        if self._rollout_actor is None:
+            self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
+            self._rollout_env_stale = True
+            self._rollout_actor.start()
+            self._policy_version = 0
+            for _ in range(self.max_policy_lag):
+                self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
+        else:
+            self._policy_version += 1  # one train() per collect_rollouts() since the last call
+        self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
+        waited = time.perf_counter()
+        rollout = self._rollout_actor.receive_rollout()
+        learner_idle_s = time.perf_counter() - waited
+
+        vec_normalize = self.get_vec_normalize_env()
+        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
+            # The actor's statistics, which normalised the rollout: what the callbacks sync and save
+            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
+        callback.on_rollout_start()
+        for n_steps, step in enumerate(rollout.steps):
+            self.num_timesteps += env.num_envs
+            callback.update_locals({"n_steps": n_steps, "env": env, **vars(step)})
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(step.infos, step.dones)
+        self._fill_buffer(rollout_buffer, rollout)
+        self._last_obs, self._last_episode_starts = rollout.last_obs, rollout.last_episode_starts
+
+        policy_lag = self._policy_version - rollout.policy_version
+        assert 0 <= policy_lag <= self.max_policy_lag
+        truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
+        if policy_lag > 0 and self.correct_policy_lag:
+            behaviour_log_probs = rollout_buffer.log_probs.copy()
+            truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
+                self._evaluate_proximal, self.importance_weight_max
+            )
+            if self.value_targets == "vtrace":
+                self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
+        self.logger.record("async/policy_lag", policy_lag)
+        self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
+        self.logger.record("async/is_truncated_fraction", truncated_fraction)
+        self.logger.record("async/learner_idle_s", learner_idle_s)
+        self.logger.record("async/actor_idle_s", rollout.actor_idle_s)
+        self.logger.record("async/actor_collect_s", rollout.collect_s)
+
+        callback.update_locals({"new_obs": rollout.last_obs, "dones": rollout.last_episode_starts})
+        callback.on_rollout_end()
+        return True
+
+    @staticmethod
+    def _fill_buffer(rollout_buffer: RolloutBuffer, rollout: Rollout) -> None:
+        rollout_buffer.reset()
+        for name in BUFFER_ARRAYS:
+            target, source = getattr(rollout_buffer, name), rollout.arrays[name]
+            if isinstance(target, dict):
+                for key in target:
+                    target[key][...] = source[key]
+            else:
+                target[...] = source
+        rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
+
+    def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
+        """Replace the actor's values, returns and advantages by V-trace's, from the learner's value function."""
+        rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
+        with th.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.advantages, rollout_buffer.returns = vtrace(
+            rollout_buffer.rewards,
+            rollout_buffer.values,
+            rollout_buffer.episode_starts,
+            last_values.cpu().numpy().flatten(),
+            rollout.last_episode_starts,
+            ratios,
+            self.gamma,
+            self.gae_lambda,
+        )
+
+    def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        distribution = self.policy.get_distribution(observations)
+        return self.distribution_math.params(distribution), distribution.log_prob(actions)
+
+    def _close_rollout_actor(self) -> None:
+        if self._rollout_actor is not None:
+            actor, self._rollout_actor = self._rollout_actor, None
+            actor.close()

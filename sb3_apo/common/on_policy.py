@@ -11,16 +11,9 @@ own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 
 import contextlib
 import functools
-import inspect
-import io
 import multiprocessing as mp
 import numbers
-import os
-import pathlib
-import pickle
-import time
 import warnings
-import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,24 +27,17 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_apo.common import diagnostics as update_diagnostics
-from sb3_apo.common.async_rollouts import (
-    BUFFER_ARRAYS,
-    ForkedRolloutActor,
-    Rollout,
-    RolloutActor,
-    policy_weights,
-    vtrace,
-)
+from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
+from sb3_apo.common.loading import CrossAlgorithmLoading
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 #: Spawn keys of the seed sequences of the anchor generators (loss, diagnostics).
@@ -133,56 +119,12 @@ class Minibatch:
         return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
 
 
-def _archive_name(path: str | pathlib.Path | io.BufferedIOBase) -> str:
-    return repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else repr(path)
-
-
-def read_archive(
-    path: str | pathlib.Path | io.BufferedIOBase,
-    custom_objects: dict[str, Any] | None = None,
-    device: th.device | str = "cpu",
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """
-    The data and the parameters of a model archive written by ``model.save()``, read with SB3's
-    ``load_from_zip_file``; an unreadable file raises ``ValueError`` naming it.
-
-    :param path: the archive (the ``.zip`` suffix may be left out), or a file object
-    :param custom_objects: objects to use instead of the archive's, as in ``load()``
-    :param device: where to load the parameters
-    :return: the archive's data (the model's attributes) and its parameters (the state dicts)
-    """
-    try:
-        data, params, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
-    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, RuntimeError, pickle.UnpicklingError) as error:
-        raise ValueError(
-            f"Cannot load {_archive_name(path)}: it is not a readable model archive written by model.save() "
-            f"(the file is corrupted, truncated or of another kind): {error}"
-        ) from error
-    if not data or not params or "policy" not in params:
-        missing = "model data" if not data else "policy parameters"
-        raise ValueError(
-            f"Cannot load {_archive_name(path)}: the archive holds no {missing} (the file is corrupted or truncated, "
-            "or it was not written by model.save())."
-        )
-    return data, params
-
-
 def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
     """PPO-clip: ``-mean(min(r * A, clip(r, 1 - eps, 1 + eps) * A))``."""
     return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
 
 
-def _family_classes() -> list[type["PPOFamilyAlgorithm"]]:
-    """Every subclass of :class:`PPOFamilyAlgorithm` defined so far, at any depth."""
-    classes, parents = [], [PPOFamilyAlgorithm]
-    while parents:
-        for klass in parents.pop().__subclasses__():
-            classes.append(klass)
-            parents.append(klass)
-    return classes
-
-
-class PPOFamilyAlgorithm(OnPolicyAlgorithm):
+class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm):
     """
     Base class of the PPO-family algorithms: SB3's ``PPO`` training loop with a
     pluggable policy objective, the old policy's distribution parameters in
@@ -458,121 +400,6 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
             "_policy_version",
         ]
 
-    # ------------------------------------------------------------------ #
-    # Loading models of other algorithms
-    # ------------------------------------------------------------------ #
-    @classmethod
-    def own_hyperparameters(cls) -> dict[str, Any]:
-        """
-        The hyperparameters of this class that :class:`PPOFamilyAlgorithm` (SB3's ``PPO``) does not have,
-        e.g. APO's ``anchor_coef``, with their defaults: the keyword parameters of the constructors
-        between this class and ``PPOFamilyAlgorithm``.
-        """
-        shared = inspect.signature(PPOFamilyAlgorithm.__init__).parameters
-        own: dict[str, Any] = {}
-        for klass in cls.__mro__[: cls.__mro__.index(PPOFamilyAlgorithm)]:
-            if "__init__" not in vars(klass):
-                continue
-            for name, parameter in inspect.signature(klass.__init__).parameters.items():
-                keyword = parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
-                if keyword and name not in shared:
-                    own.setdefault(name, parameter.default)
-        return own
-
-    @classmethod
-    def load(  # type: ignore[override]
-        cls: type[SelfPPOFamilyAlgorithm],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfPPOFamilyAlgorithm:
-        """
-        Load a model saved by ``save()``, to predict or to continue training: SB3's ``load``, which
-        also accepts the models of SB3's ``PPO`` and of the other algorithms of this package. What
-        differs between the saving class and this one follows four rules:
-
-        - **Own hyperparameters** (:meth:`own_hyperparameters`, e.g. APO's ``anchor_coef``, PPOPenalty's
-          ``kl_coef``) come from the archive only when it was saved by this algorithm, that is when it holds
-          at least as many of this class's own hyperparameters as of any other algorithm's of the family
-          (SupportAPO's ``kl_coef`` is not PPOPenalty's); otherwise, and where the archive lacks one, they
-          take this class's defaults. Other algorithms' own hyperparameters in the archive are dropped.
-        - **State dicts** the archive holds and this class has no object for (SupportAPO's
-          ``reference_policy``) are skipped with a warning (:meth:`set_parameters`).
-        - **rollout_buffer_class**: a buffer class of SB3 or of this package (chosen automatically by the
-          saving class) is chosen again for this class; a class of your own must store distribution
-          parameters (:class:`~sb3_apo.common.buffers.DistributionParamsMixin`).
-        - **clip_range**: a class that needs one (its default is not ``None``) refuses an archive saved
-          with ``clip_range=None`` (PPOPenalty's default), naming it; give one: ``load(path, clip_range=0.2)``.
-
-        An unreadable file raises ``ValueError`` naming it. The other parameters are SB3's
-        (``BaseAlgorithm.load``); ``kwargs`` override the archive's attributes, as in SB3.
-        """
-        data, _ = read_archive(path, custom_objects)
-        keys, own = set(data), cls.own_hyperparameters()
-        family = [cls, *_family_classes()]
-        held = {klass: len(keys & klass.own_hyperparameters().keys()) for klass in family}
-        overrides: dict[str, Any] = {}
-        if held[cls] < max(held.values()):  # saved by another algorithm: none of its values is ours
-            overrides.update({name: default for name, default in own.items() if name in keys})
-        foreign = keys & ({name for klass in family for name in klass.own_hyperparameters()} - own.keys())
-
-        saved_buffer = data.get("rollout_buffer_class")
-        if saved_buffer is not None and "rollout_buffer_class" not in kwargs:
-            if saved_buffer.__module__.split(".")[0] in ("stable_baselines3", "sb3_apo"):
-                overrides["rollout_buffer_class"] = None  # _setup_model() chooses this class's
-            elif not issubclass(saved_buffer, DistributionParamsMixin):
-                raise HyperparameterError(
-                    f"{cls.__name__} cannot continue from {_archive_name(path)}: its `rollout_buffer_class` "
-                    f"{saved_buffer!r} does not store distribution parameters (a subclass of "
-                    "sb3_apo.common.buffers.DistributionParamsMixin); give one: load(path, rollout_buffer_class=...)."
-                )
-        clip_range = inspect.signature(cls.__init__).parameters.get("clip_range")
-        needs_clip_range = clip_range is not None and clip_range.default is not None
-        if needs_clip_range and "clip_range" in data and data["clip_range"] is None and kwargs.get("clip_range") is None:
-            raise HyperparameterError(
-                f"{cls.__name__} needs a `clip_range`, but the model in {_archive_name(path)} has none "
-                f"(clip_range=None, PPOPenalty's default); give one: {cls.__name__}.load(path, "
-                f"clip_range={clip_range.default!r})."
-            )
-        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **{**overrides, **kwargs})
-        for name in foreign:
-            vars(model).pop(name, None)
-        return model  # type: ignore[return-value]
-
-    def set_parameters(
-        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
-    ) -> None:
-        """
-        SB3's ``set_parameters``, except that the state dicts of objects this model does not have
-        (another algorithm's, e.g. SupportAPO's ``reference_policy``) are skipped with a warning
-        instead of refused, so that ``load()`` accepts the models of the other algorithms.
-        """
-        params = self._parameters_to_set(load_path_or_dict, device)
-        skipped = []
-        for name in params:
-            try:
-                recursive_getattr(self, name)
-            except AttributeError:
-                skipped.append(name)
-        if skipped:
-            warnings.warn(
-                f"{type(self).__name__} has no {', '.join(skipped)}: skipped the saved state of "
-                f"{'it' if len(skipped) == 1 else 'them'} (saved by another algorithm).",
-                stacklevel=2,
-            )
-        super().set_parameters({name: value for name, value in params.items() if name not in skipped}, exact_match, device)
-
-    @staticmethod
-    def _parameters_to_set(load_path_or_dict: str | dict[str, Any], device: th.device | str) -> dict[str, Any]:
-        """The state dicts that ``set_parameters`` is given, read from the archive if it is given a path."""
-        if isinstance(load_path_or_dict, dict):
-            return load_path_or_dict
-        return load_from_zip_file(load_path_or_dict, device=device, load_data=False)[1]
-
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
         with self._explain_non_finite_observations():
             if self.async_rollouts:
@@ -610,104 +437,6 @@ class PPOFamilyAlgorithm(OnPolicyAlgorithm):
 
         :param rollout_buffer: the buffer just filled by the rollout
         """
-
-    # ------------------------------------------------------------------ #
-    # Asynchronous rollouts (docs/async.md)
-    # ------------------------------------------------------------------ #
-    def _receive_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> bool:
-        """
-        The asynchronous ``collect_rollouts``: hand the actor the current weights (for a
-        later rollout), receive the rollout it collected meanwhile into ``rollout_buffer``,
-        and replay its steps to the callbacks as SB3's loop would have.
-        """
-        if self._rollout_actor is None:
-            self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
-            self._rollout_env_stale = True
-            self._rollout_actor.start()
-            self._policy_version = 0
-            for _ in range(self.max_policy_lag):
-                self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
-        else:
-            self._policy_version += 1  # one train() per collect_rollouts() since the last call
-        self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
-        waited = time.perf_counter()
-        rollout = self._rollout_actor.receive_rollout()
-        learner_idle_s = time.perf_counter() - waited
-
-        vec_normalize = self.get_vec_normalize_env()
-        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
-            # The actor's statistics, which normalised the rollout: what the callbacks sync and save
-            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
-        callback.on_rollout_start()
-        for n_steps, step in enumerate(rollout.steps):
-            self.num_timesteps += env.num_envs
-            callback.update_locals({"n_steps": n_steps, "env": env, **vars(step)})
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(step.infos, step.dones)
-        self._fill_buffer(rollout_buffer, rollout)
-        self._last_obs, self._last_episode_starts = rollout.last_obs, rollout.last_episode_starts
-
-        policy_lag = self._policy_version - rollout.policy_version
-        assert 0 <= policy_lag <= self.max_policy_lag
-        truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
-        if policy_lag > 0 and self.correct_policy_lag:
-            behaviour_log_probs = rollout_buffer.log_probs.copy()
-            truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
-                self._evaluate_proximal, self.importance_weight_max
-            )
-            if self.value_targets == "vtrace":
-                self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
-        self.logger.record("async/policy_lag", policy_lag)
-        self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
-        self.logger.record("async/is_truncated_fraction", truncated_fraction)
-        self.logger.record("async/learner_idle_s", learner_idle_s)
-        self.logger.record("async/actor_idle_s", rollout.actor_idle_s)
-        self.logger.record("async/actor_collect_s", rollout.collect_s)
-
-        callback.update_locals({"new_obs": rollout.last_obs, "dones": rollout.last_episode_starts})
-        callback.on_rollout_end()
-        return True
-
-    @staticmethod
-    def _fill_buffer(rollout_buffer: RolloutBuffer, rollout: Rollout) -> None:
-        rollout_buffer.reset()
-        for name in BUFFER_ARRAYS:
-            target, source = getattr(rollout_buffer, name), rollout.arrays[name]
-            if isinstance(target, dict):
-                for key in target:
-                    target[key][...] = source[key]
-            else:
-                target[...] = source
-        rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
-
-    def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
-        """Replace the actor's values, returns and advantages by V-trace's, from the learner's value function."""
-        rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
-        with th.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
-        rollout_buffer.advantages, rollout_buffer.returns = vtrace(
-            rollout_buffer.rewards,
-            rollout_buffer.values,
-            rollout_buffer.episode_starts,
-            last_values.cpu().numpy().flatten(),
-            rollout.last_episode_starts,
-            ratios,
-            self.gamma,
-            self.gae_lambda,
-        )
-
-    def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        distribution = self.policy.get_distribution(observations)
-        return self.distribution_math.params(distribution), distribution.log_prob(actions)
-
-    def _close_rollout_actor(self) -> None:
-        if self._rollout_actor is not None:
-            actor, self._rollout_actor = self._rollout_actor, None
-            actor.close()
 
     # ------------------------------------------------------------------ #
     # What a subclass states

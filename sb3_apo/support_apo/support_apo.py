@@ -21,7 +21,8 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range
 from sb3_apo.common.distributions import CategoricalMath
-from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate, read_archive
+from sb3_apo.common.loading import read_archive
+from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
 from sb3_apo.support_apo.manifold import log_mass, mass_log_ratio, top_k_mask
 
