@@ -30,13 +30,19 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos ppo
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
     --variant "epochs50-exact:n_epochs=50,anchor_estimator='exact'"
 
-# ---- Still to run (issue 8): the 5-seed comparison that sets the default -----------------------
-# Set VARIANT to the pilot's best APO (without the epochs50- prefix, e.g. "auto:anchor_coef='auto'"),
-# then, for both envs and both epoch counts, PPO-clip and that APO with 5 seeds, and PPOPenalty
-# with clipping on Hopper at 50 epochs:
+# ---- Issue 8: the 5-seed comparison that sets the default (pilot's best APO: exact anchors + auto) -------
+# Run as one queue, the decisive runs first (Hopper at 50 epochs, then both envs at 10, then HalfCheetah at 50),
+# from commit 1186239 (the APO code of 4cfe526, checked bit for bit): python results/mujoco/issue8_grid.py
+# The same runs, as runner calls:
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 HalfCheetah-v5 --algos ppo \
 #     --variant base --variant epochs50:n_epochs=50
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
-#     --variant "<name>:<overrides>" --variant "epochs50-<name>:n_epochs=50,<overrides>"
+#     --variant "exact-auto:anchor_coef='auto',anchor_estimator='exact'" \
+#     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 --algos ppo_penalty \
 #     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
+
+# ---- Issue 11 (not run yet): asynchronous APO's returns at equal steps, against the synchronous `base` runs.
+# One run at a time: an asynchronous run takes both cores (actor and learner).
+# python -m sb3_apo.benchmark run $COMMON -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
+#     --variant "async:async_rollouts=True"
