@@ -409,6 +409,38 @@ def test_a_stopped_postgresql_server_is_reported_in_one_line(postgres_server, tm
     assert "Traceback" not in output and "UnboundLocalError" not in output
 
 
+def test_a_lost_storage_interrupts_the_worker_until_it_stops(tmp_path, monkeypatch):
+    """Python ignores an interruption that lands in a finalizer: the worker is interrupted again until it stops."""
+    import _thread
+    import argparse
+    import threading
+
+    import sqlalchemy.exc
+
+    from sb3_apo.zoo import exp_manager
+
+    interruptions: list[float] = []
+    monkeypatch.setattr(_thread, "interrupt_main", lambda: interruptions.append(time.monotonic()))
+    monkeypatch.setattr(exp_manager, "INTERRUPT_REPEAT_S", 0.05)
+    manager = exp_manager.ZooExperimentManager(
+        argparse.Namespace(), "apo", "CartPole-v1", str(tmp_path), storage="postgresql://postgres@127.0.0.1:1/postgres"
+    )
+
+    def fails_as_the_heartbeat_does():
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("server closed the connection"))
+
+    with manager._stop_when_storage_lost():
+        threading.Thread(target=fails_as_the_heartbeat_does).start()
+        deadline = time.monotonic() + 10
+        while len(interruptions) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(interruptions) >= 3  # the first two were "ignored"
+    assert isinstance(manager._lost_storage, sqlalchemy.exc.OperationalError)
+    left = len(interruptions)
+    time.sleep(0.3)
+    assert len(interruptions) <= left + 1  # none once the block is left (one may have been under way)
+
+
 @pytest.mark.slow
 def test_the_database_password_is_recorded_nowhere(postgres_server, tmp_path):
     password = "Pw-0f-the-study-9"

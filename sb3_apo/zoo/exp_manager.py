@@ -69,6 +69,9 @@ from sb3_apo.zoo.storage import (
 #: workers do not overshoot; a crashed worker's trial stops counting once it is declared dead).
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
+#: Seconds between two interruptions of the main thread when the storage is lost (one may be ignored).
+INTERRUPT_REPEAT_S = 2.0
+
 #: The hyperparameters rl-zoo3 turns into schedules: a number, or ``lin_<initial value>``.
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf", "delta_std")
 
@@ -437,6 +440,14 @@ class ZooExperimentManager(ExperimentManager):
         a traceback, so that the worker stops at once with one clear line.
         """
         previous_hook = threading.excepthook
+        left_block = threading.Event()
+
+        def interrupt_until_the_block_is_left() -> None:
+            # Python ignores an interruption that lands in a finalizer ("Exception ignored in ..."),
+            # and training would go on: repeat it until the main thread has left the block.
+            while not left_block.is_set():
+                _thread.interrupt_main()
+                left_block.wait(INTERRUPT_REPEAT_S)
 
         def hook(args: "threading.ExceptHookArgs") -> None:
             lost = storage_error(args.exc_value) if args.exc_value is not None and self.storage is not None else None
@@ -444,12 +455,13 @@ class ZooExperimentManager(ExperimentManager):
                 previous_hook(args)
             elif self._lost_storage is None:
                 self._lost_storage = lost
-                _thread.interrupt_main()
+                threading.Thread(target=interrupt_until_the_block_is_left, daemon=True).start()
 
         threading.excepthook = hook
         try:
             yield
         finally:
+            left_block.set()
             threading.excepthook = previous_hook
 
     def _lost_storage_error(self, lost: BaseException) -> ZooError:
