@@ -201,7 +201,7 @@ def test_ctrl_c_stops_everything(tmp_path, vec_env):
             _, stderr = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             # Python ignores a KeyboardInterrupt that lands in a finalizer ("Exception ignored in ...");
-            # on a loaded machine the full suite saw that once: press Ctrl-C again, as a user would.
+            # the full suite on a loaded machine saw the learner train on: press Ctrl-C again, as a user would.
             os.killpg(process.pid, signal.SIGINT)
             _, stderr = process.communicate(timeout=60)
     finally:
