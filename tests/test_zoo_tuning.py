@@ -79,10 +79,17 @@ def tuning_args(
     ]
 
 
-def start_worker(args: list[str], log_file: Path) -> subprocess.Popen:
-    """Start ``python -m sb3_apo.train`` with its output in a file."""
+def start_worker(args: list[str], log_file: Path, ctrl_c: str = "handled") -> subprocess.Popen:
+    """
+    Start ``python -m sb3_apo.train`` with its output in a file.
+
+    ``ctrl_c="ignored"`` starts it as a shell without job control starts a background command
+    (``nohup ... &`` in a script): with SIGINT ignored, which Python then leaves ignored.
+    Otherwise SIGINT is restored to its default, whatever this process inherited.
+    """
     output = open(log_file, "w")  # noqa: SIM115  (closed by finish_worker)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    disposition = {"handled": signal.SIG_DFL, "ignored": signal.SIG_IGN}[ctrl_c]
     return subprocess.Popen(
         [sys.executable, "-m", "sb3_apo.train", *args],
         stdout=output,
@@ -90,6 +97,7 @@ def start_worker(args: list[str], log_file: Path) -> subprocess.Popen:
         text=True,
         cwd=log_file.parent,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
     )
 
 
@@ -392,9 +400,11 @@ def test_sigterm_releases_the_running_trial_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_stopped_postgresql_server_is_reported_in_one_line(postgres_server, tmp_path):
+@pytest.mark.parametrize("ctrl_c", ["handled", "ignored"])
+def test_a_stopped_postgresql_server_is_reported_in_one_line(postgres_server, tmp_path, ctrl_c):
     name, log = "lost-study", tmp_path / "worker.txt"
-    worker = start_worker(tuning_args(postgres_server.url, name, tmp_path / "logs", seed=1, n_timesteps=10**7), log)
+    args = tuning_args(postgres_server.url, name, tmp_path / "logs", seed=1, n_timesteps=10**7)
+    worker = start_worker(args, log, ctrl_c=ctrl_c)
     try:
         _wait_for_trial(postgres_server.url, name, worker, running=True)
         postgres_server.stop()
@@ -420,8 +430,9 @@ def test_a_lost_storage_interrupts_the_worker_until_it_stops(tmp_path, monkeypat
     from sb3_apo.zoo import exp_manager
 
     interruptions: list[float] = []
-    monkeypatch.setattr(_thread, "interrupt_main", lambda: interruptions.append(time.monotonic()))
+    monkeypatch.setattr(_thread, "interrupt_main", lambda signum: interruptions.append(time.monotonic()))
     monkeypatch.setattr(exp_manager, "INTERRUPT_REPEAT_S", 0.05)
+    monkeypatch.setattr(exp_manager, "interruptible_signal", lambda: signal.SIGINT)
     manager = exp_manager.ZooExperimentManager(
         argparse.Namespace(), "apo", "CartPole-v1", str(tmp_path), storage="postgresql://postgres@127.0.0.1:1/postgres"
     )
@@ -439,6 +450,23 @@ def test_a_lost_storage_interrupts_the_worker_until_it_stops(tmp_path, monkeypat
     left = len(interruptions)
     time.sleep(0.3)
     assert len(interruptions) <= left + 1  # none once the block is left (one may have been under way)
+
+
+@pytest.mark.parametrize(
+    ("sigint", "sigterm", "expected"),
+    [
+        (signal.default_int_handler, signal.SIG_DFL, signal.SIGINT),
+        (signal.SIG_IGN, "launcher", signal.SIGTERM),  # started in the background: Ctrl-C ignored
+        (signal.SIG_IGN, signal.SIG_DFL, None),
+    ],
+)
+def test_the_interruption_uses_a_signal_python_handles(monkeypatch, sigint, sigterm, expected):
+    from sb3_apo.zoo import exp_manager
+    from sb3_apo.zoo.cli import _raise_keyboard_interrupt
+
+    handlers = {signal.SIGINT: sigint, signal.SIGTERM: _raise_keyboard_interrupt if sigterm == "launcher" else sigterm}
+    monkeypatch.setattr(exp_manager.signal, "getsignal", handlers.__getitem__)
+    assert exp_manager.interruptible_signal() == expected
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -152,6 +153,21 @@ def check_schedule(key: str, value: Any) -> None:
             f"Invalid {key} {value!r}: a schedule is a number or lin_<initial value> with a positive "
             f"initial value (for example {key}: lin_0.2 in the YAML file, or -params {key}:'\"lin_0.2\"')."
         )
+
+
+def interruptible_signal() -> signal.Signals | None:
+    """
+    The signal whose Python handler can interrupt the main thread: SIGINT's, unless Ctrl-C is
+    ignored (a worker started in the background by a shell without job control, e.g. ``nohup
+    ... &`` in a script, inherits that, and ``_thread.interrupt_main()`` then does nothing),
+    else SIGTERM's, which the launchers turn into a ``KeyboardInterrupt``.
+
+    :return: the signal, or None when Python handles neither
+    """
+    for candidate in (signal.SIGINT, signal.SIGTERM):
+        if callable(signal.getsignal(candidate)):
+            return candidate
+    return None
 
 
 class ZooExperimentManager(ExperimentManager):
@@ -441,12 +457,13 @@ class ZooExperimentManager(ExperimentManager):
         """
         previous_hook = threading.excepthook
         left_block = threading.Event()
+        interrupting = interruptible_signal()
 
         def interrupt_until_the_block_is_left() -> None:
             # Python ignores an interruption that lands in a finalizer ("Exception ignored in ..."),
             # and training would go on: repeat it until the main thread has left the block.
-            while not left_block.is_set():
-                _thread.interrupt_main()
+            while interrupting is not None and not left_block.is_set():
+                _thread.interrupt_main(interrupting)
                 left_block.wait(INTERRUPT_REPEAT_S)
 
         def hook(args: "threading.ExceptHookArgs") -> None:
