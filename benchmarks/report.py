@@ -13,7 +13,7 @@ Outputs, in ``<results>/report/`` unless told otherwise:
 - ``summary.csv``: one row per (env, algorithm, variant); ``runs.csv``: one row per finished run;
 - ``diagnostics.csv``: per (env, algorithm, variant) and quantity (KL, largest anchor ratio,
   policy std), the median over the seeds' updates in each quarter of the training budget;
-- ``curves_<env>.png``: evaluation return over training, mean and 95% band over seeds;
+- ``curves_<env>.png``: evaluation return over training steps and over wall time, mean and 95% band over seeds;
 - ``diagnostics_<env>.png``: KL, largest anchor ratio and policy std over training.
 """
 
@@ -70,8 +70,8 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
         budget = (done.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or done["timesteps"]
         evaluations = pd.read_csv(folder / EVALUATIONS_CSV) if (folder / EVALUATIONS_CSV).is_file() else pd.DataFrame()
         name = str(folder.relative_to(results))
-        curves.append(evaluations.assign(folder=name))
         logs[name] = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
+        curves.append(evaluations.assign(folder=name, wall_s=wall_time_at(evaluations, logs[name])))
         rows.append(
             {
                 "env": done["env"],
@@ -101,6 +101,18 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
         runs = runs.assign(label=[a if v == BASE_VARIANT else f"{a} [{v}]" for a, v in zip(runs["algo"], runs["variant"])])
     evaluations = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return runs.reset_index(drop=True), evaluations, logs, unfinished
+
+
+def wall_time_at(evaluations: pd.DataFrame, log: pd.DataFrame) -> np.ndarray:
+    """
+    The wall time (s) of each evaluation, read off the run's log of updates (``diag/wall_s``
+    against ``time/total_timesteps``, interpolated); NaN where the log has no wall time.
+    """
+    columns = ("time/total_timesteps", "diag/wall_s")
+    if not len(evaluations) or not set(columns) <= set(log.columns):
+        return np.full(len(evaluations), np.nan)
+    clock = log[list(columns)].dropna()
+    return np.interp(evaluations["timesteps"], clock[columns[0]], clock[columns[1]], left=np.nan, right=np.nan)
 
 
 def interquartile_mean(scores: np.ndarray) -> float:
@@ -276,11 +288,21 @@ def _figures(
     written = []
     curves = evaluations.merge(env_runs[["folder", "label"]], on="folder") if len(evaluations) else evaluations
     if len(curves):
-        figure, axis = pyplot.subplots(figsize=(7.5, 4.8))
+        # against steps (mean and band over seeds), and against each run's own wall clock (one line per run)
+        with_clock = curves["wall_s"].notna().any()
+        figure, axes = pyplot.subplots(1, 1 + with_clock, figsize=(7.5 * (1 + with_clock), 4.8), squeeze=False)
         sns.lineplot(
-            curves, x="timesteps", y="mean_return", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axis
+            curves, x="timesteps", y="mean_return", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axes[0, 0]
         )
-        axis.set(title=f"{env}: deterministic evaluation return, mean and 95% CI over seeds", ylabel="return")
+        axes[0, 0].set(title="mean and 95% CI over seeds", ylabel="return")
+        if with_clock:
+            sns.lineplot(
+                curves.assign(wall_min=curves["wall_s"] / 60.0),
+                x="wall_min", y="mean_return", hue="label", units="folder", estimator=None, palette=palette,
+                linewidth=0.8, legend=False, ax=axes[0, 1],
+            )  # fmt: skip
+            axes[0, 1].set(title="each run against its wall time", xlabel="wall time of the run (min)", ylabel="return")
+        figure.suptitle(f"{env}: deterministic evaluation return")
         written.append(_save(figure, out / f"curves_{safe_name(env)}.png"))
     env_values = values[values["env"] == env].copy()
     if len(env_values):

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import report, speed
@@ -221,6 +222,16 @@ def test_report_from_the_fixture(tmp_path):
     quarters = last["diagnostics"].set_index(["env", "label", "quantity"])
     assert quarters.loc[("Hopper-v5", "apo", "anchor ratio max"), "Q4"] == pytest.approx(1.4)
     assert ("Hopper-v5", "ppo", "anchor ratio max") not in quarters.index
+
+
+def test_the_wall_time_of_each_evaluation_is_read_off_the_log_of_updates():
+    import pandas as pd
+
+    evaluations = pd.DataFrame({"timesteps": [100, 200, 400]})
+    log = pd.DataFrame({"time/total_timesteps": [50, 150, 250], "diag/wall_s": [1.0, 3.0, 5.0]})
+    wall_s = report.wall_time_at(evaluations, log)
+    assert wall_s[:2].tolist() == [2.0, 4.0] and np.isnan(wall_s[2])  # past the log's end: unknown, not extrapolated
+    assert np.isnan(report.wall_time_at(evaluations, log.drop(columns="diag/wall_s"))).all()
 
 
 def test_report_of_an_empty_folder_is_a_clear_error(tmp_path, capsys):
