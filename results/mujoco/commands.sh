@@ -41,8 +41,12 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo
 #     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 --algos ppo_penalty \
 #     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
+# and the one-seed Walker2d-v5 pilot at 50 epochs (also in issue8_grid.py):
+# python -m sb3_apo.benchmark run $COMMON --seeds 0 --envs Walker2d-v5 --algos ppo --variant epochs50:n_epochs=50
+# python -m sb3_apo.benchmark run $COMMON --seeds 0 --envs Walker2d-v5 --algos apo \
+#     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
 
-# ---- Issue 11 (not run yet): asynchronous APO's returns at equal steps, against the synchronous `base` runs.
-# One run at a time: an asynchronous run takes both cores (actor and learner).
-# python -m sb3_apo.benchmark run $COMMON -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
-#     --variant "async:async_rollouts=True"
+# ---- Issue 11: asynchronous APO's returns at equal steps, against the synchronous `base` runs (round 1),
+# run from commit e74e681. One run at a time: an asynchronous run takes both cores (actor and learner).
+python -m sb3_apo.benchmark run ${COMMON%-j 2} -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
+    --variant "async:async_rollouts=True"
