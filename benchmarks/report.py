@@ -20,6 +20,7 @@ Outputs, in ``<results>/report/`` unless told otherwise:
 import argparse
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +339,7 @@ def make_report(
     source: str = "auto",
     reps: int = 2000,
     figures: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """
     Write the tables and plots of a results folder.
@@ -350,8 +352,9 @@ def make_report(
         ``train`` (each algorithm's own log) or ``auto`` (``diag`` where logged)
     :param reps: bootstrap replications of the intervals
     :param figures: whether to draw the PNG figures (the tables alone are much faster)
+    :param labels: report only these algorithm labels (``apo``, ``apo [async]``, ...); default: every run
     :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written and the ``unfinished`` run folders
-    :raises ValueError: on a bad ``source``, ``final_window`` or ``reps``
+    :raises ValueError: on a bad ``source``, ``final_window``, ``reps`` or label
     :raises FileNotFoundError: when the folder holds no finished run
     """
     if source not in ("auto", "diag", "train"):
@@ -361,6 +364,12 @@ def make_report(
     runs, evaluations, logs, unfinished = load_runs(results, final_window)
     if not len(runs):
         raise FileNotFoundError(f"No finished run (no {DONE_FILE}) under {results}.")
+    if labels is not None:
+        unknown = sorted(set(labels) - set(runs["label"]))
+        if unknown:
+            known = ", ".join(dict.fromkeys(runs["label"]))
+            raise ValueError(f"labels {unknown} match no finished run; the labels are: {known}")
+        runs = runs[runs["label"].isin(labels)].reset_index(drop=True)
     out = out if out is not None else results / "report"
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs, reps)
@@ -438,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the intervals (default: 2000)")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+    parser.add_argument("--labels", nargs="+", default=None, help="report only these algorithm labels, e.g. apo 'apo [async]'")
     parser.add_argument(
         "--diag-source",
         choices=["auto", "diag", "train"],
@@ -447,7 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = make_report(
-            args.results, args.out, args.final_window, args.smooth, args.diag_source, args.reps, not args.no_figures
+            args.results,
+            args.out,
+            args.final_window,
+            args.smooth,
+            args.diag_source,
+            args.reps,
+            figures=not args.no_figures,
+            labels=args.labels,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -223,6 +223,12 @@ def test_report_from_the_fixture(tmp_path):
     assert quarters.loc[("Hopper-v5", "apo", "anchor ratio max"), "Q4"] == pytest.approx(1.4)
     assert ("Hopper-v5", "ppo", "anchor ratio max") not in quarters.index
 
+    # some labels only; a label that matches no run is an error that names the labels there are
+    only = report.make_report(FIXTURE, tmp_path / "only", labels=["apo [epochs50]"], reps=100, figures=False)
+    assert set(only["summary"]["label"]) == {"apo [epochs50]"} and set(only["runs"]["label"]) == {"apo [epochs50]"}
+    with pytest.raises(ValueError, match=r"match no finished run; the labels are: apo, .*ppo"):
+        report.make_report(FIXTURE, tmp_path / "none", labels=["apo [async]"], figures=False)
+
 
 def test_the_wall_time_of_each_evaluation_is_read_off_the_log_of_updates():
     import pandas as pd
