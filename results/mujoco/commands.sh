@@ -24,7 +24,7 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo
     --variant "epochs50-auto:n_epochs=50,anchor_coef='auto'" \
     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
 # 6. the plain trust region that also adapts: PPO-clip plus adaptive KL (3f44b49); then exact anchors
-#    alone (not run yet)
+#    alone, with the fixed coefficient (run last, from commit 1186239, whose APO code is 4cfe526's)
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos ppo_penalty \
     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
 python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo \
@@ -50,3 +50,6 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo
 # run from commit e74e681. One run at a time: an asynchronous run takes both cores (actor and learner).
 python -m sb3_apo.benchmark run ${COMMON%-j 2} -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
     --variant "async:async_rollouts=True"
+# and with V-trace value targets (same commit), to measure whether they help
+python -m sb3_apo.benchmark run ${COMMON%-j 2} -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
+    --variant "async-vtrace:async_rollouts=True,value_targets='vtrace'"
