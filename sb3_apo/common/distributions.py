@@ -127,14 +127,9 @@ class DistributionMath(ABC):
         generator: th.Generator | None,
     ) -> th.Tensor:
         """
-        APO's anchor penalty on a minibatch, the scalar ``anchors(...).chi2_penalty()``; a family
-        may compute it (and its gradient) faster, from the same random draws.
-
-        :param old_params: parameters of ``pi_old`` (no gradient)
-        :param new_params: parameters of ``pi`` (with gradient)
-        :param actions: the executed actions, as stored in the rollout buffer
-        :param n_anchor_actions: K, for the families that sample anchors
-        :param generator: the random generator used to draw anchors
+        APO's anchor penalty on a minibatch, the scalar ``anchors(...).chi2_penalty()`` (same
+        parameters as :meth:`anchors`); a family may compute it and its gradient faster, from the
+        same random draws.
         """
         return self.anchors(old_params, new_params, actions, n_anchor_actions, generator).chi2_penalty()
 
