@@ -1,6 +1,6 @@
 """
 Asynchronous rollouts (docs/async.md) and the behaviour distribution recorded from
-the rollout's own forward pass: the maths with hand-computed values, the zero-lag
+the rollout's policy: the maths with hand-computed values, the zero-lag
 reduction to the synchronous update, and what SB3 users rely on (callbacks,
 VecNormalize, SubprocVecEnv, save/load/continue), for every algorithm.
 """
@@ -54,15 +54,16 @@ def collect_one_rollout(model, callback=None):
     ],
 )
 @pytest.mark.parametrize("normalize", [False, True])
-def test_the_rollouts_forward_pass_gives_pi_old(env_id, kwargs, normalize):
+def test_the_stored_parameters_give_pi_old(env_id, kwargs, normalize):
     env = make_vec_env(env_id, n_envs=2, seed=0)
     if normalize:
         env = VecNormalize(env)
     model = APO("MlpPolicy", env, seed=0, **SMALL, **kwargs)
     buffer = collect_one_rollout(model)
     # The stored parameters are those of the distribution that drew the actions: they
-    # reproduce the stored log-probabilities exactly, also under gSDE and VecNormalize.
-    np.testing.assert_array_equal(recorded_log_probs(model, buffer), buffer.log_probs)
+    # reproduce the stored log-probabilities, also under gSDE and VecNormalize, to float32
+    # rounding (the pass after the rollout multiplies whole chunks, the rollout one step's states).
+    np.testing.assert_allclose(recorded_log_probs(model, buffer), buffer.log_probs, rtol=1e-6, atol=1e-6)
 
 
 def test_a_callback_that_predicts_does_not_overwrite_pi_old():

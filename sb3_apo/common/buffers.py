@@ -4,10 +4,11 @@ collected the data (``pi_old``), so that exact KL divergences and anchor
 actions need no second copy of the network.
 
 SB3's ``collect_rollouts`` does not store distribution parameters. The
-algorithm records them from the rollout's own forward pass, step by step
-(:meth:`DistributionParamsMixin.record_distribution_params`), so they are the
-very distribution the stored actions and log-probabilities were drawn from,
-also under ``VecNormalize`` and gSDE, at no extra cost.
+algorithm fills them after each rollout, in one gradient-free pass of the policy
+that collected it over the stored observations
+(:meth:`DistributionParamsMixin.fill_distribution_params`): the policy does not
+change during a rollout, so they are the distributions the stored actions and
+log-probabilities were drawn from, also under ``VecNormalize`` and gSDE.
 
 With asynchronous rollouts the data was collected by an older policy ``pi_b``;
 :meth:`DistributionParamsMixin.store_proximal_policy` replaces ``pi_b`` by the
@@ -77,15 +78,14 @@ class DistributionParamsMixin:
         self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)  # type: ignore[attr-defined]
         self.importance_weights = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)  # type: ignore[attr-defined]
 
-    def record_distribution_params(self, params: th.Tensor) -> None:
+    def fill_distribution_params(self, params_fn: Callable[[Any], th.Tensor]) -> None:
         """
-        Record the ``(n_envs, param_dim)`` parameters of the distribution that acts at
-        the step about to be added (the one at position ``pos``).
+        Fill ``distribution_params`` after a complete rollout, chunk by chunk and without gradient.
 
-        :param params: the parameters of the behaviour policy's distribution on the
-            observations of this step, from the forward pass that drew the actions
+        :param params_fn: maps a batch of stored observations (as tensors) to the ``(batch, param_dim)``
+            parameters of the policy that collected the rollout
         """
-        self.distribution_params[self.pos] = params.detach().cpu().numpy()  # type: ignore[attr-defined]
+        self._fill_from_observations(self.distribution_params, params_fn)
 
     def store_proximal_policy(
         self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
