@@ -229,10 +229,10 @@ class DiagGaussianMath(DistributionMath):
 # At minibatch sizes (hundreds of states, a few action dimensions) a torch op costs its overhead,
 # not its arithmetic, and each differentiable op adds a node that the backward pass walks. APO's
 # sampled anchor penalty, about twenty such ops, is therefore one autograd Function with its
-# gradient written out: 4 ms less per update of 2,048 samples on Hopper-v5 (161 against 165 ms,
-# CPU time, median of 16 interleaved updates). The same treatment of the Gaussian KL saved
-# nothing measurable, so it stays a plain closed form. tests/test_core_maths.py checks the
-# Function against autograd (gradcheck).
+# gradient written out: 300 against 438 us per minibatch of 512 on Hopper-v5, forward and
+# backward (results/speed/micro/). The same treatment of the Gaussian KL saved nothing
+# measurable, so it stays a plain closed form. tests/test_core_maths.py checks the Function
+# against autograd (gradcheck).
 
 
 class _SampledGaussianAnchorPenalty(th.autograd.Function):

@@ -423,8 +423,9 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         SB3's ``collect_rollouts``, then the parameters of the behaviour policy, which drew the
         stored actions and log-probabilities, on the stored observations (the normalised ones
         under ``VecNormalize``): the policy does not change during a rollout, so one chunked,
-        gradient-free pass after it gives the distributions of every step. It costs 0.7 ms per
-        1,000 Hopper-v5 steps, against 3.2 ms for copying them out of each step's forward pass.
+        gradient-free pass after it gives the distributions of every step. It costs 0.8 ms per
+        1,000 Hopper-v5 steps, against 3.1 ms for copying them out of each step's forward pass
+        (``results/speed/micro/``).
         """
         complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
