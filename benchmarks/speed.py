@@ -8,7 +8,8 @@ A contender is ``algo`` or ``algo:key=value,...`` (the grid's variant syntax, wi
 algorithm as the name), e.g. ``apo``, ``apo:diagnostics_freq=10`` or ``ppo``. rl-zoo3's
 ``ExperimentManager`` builds each model and its env from a hyperparameter file, as the
 launcher does: ``<hyperparams_dir>/<algo>.yml``, by default the project's files (for
-``ppo`` too), the overrides applied as ``-params`` would apply them.
+``ppo`` too), the overrides applied as ``-params`` would apply them, but for ``vec_env=subproc``,
+which is rl-zoo3's ``--vec-env subproc`` (each env in its own process).
 """
 
 import argparse
@@ -67,7 +68,8 @@ def build_model(
     """
     Build a contender's model and env with rl-zoo3's ``ExperimentManager``.
 
-    :param contender: ``algo`` or ``algo:key=value,...``
+    :param contender: ``algo`` or ``algo:key=value,...``; the key ``vec_env`` (``dummy`` or ``subproc``) is
+        rl-zoo3's ``--vec-env``, the class of the training ``VecEnv``, not a hyperparameter
     :param env_id: the environment id
     :param hyperparams_dir: the folder of ``<algo>.yml`` files (``None``: the project's files, else rl-zoo3's)
     :param log_folder: a scratch folder for rl-zoo3's files
@@ -83,6 +85,10 @@ def build_model(
 
     register_algorithms()
     algo, params = parse_overrides(contender)
+    vec_env_type = dict(params).get("vec_env", "dummy")
+    params = tuple((key, value) for key, value in params if key != "vec_env")
+    if vec_env_type not in ("dummy", "subproc"):
+        raise ValueError(f"`vec_env` must be 'dummy' or 'subproc' in contender {contender!r}, got {vec_env_type!r}.")
     if algo not in ALGOS:
         raise ValueError(f"Unknown algorithm {algo!r} in contender {contender!r}; known: {', '.join(sorted(ALGOS))}.")
     parser = argparse.ArgumentParser()
@@ -101,9 +107,10 @@ def build_model(
         verbose=0,
         device=device,
         config=None if config is None else str(config),
+        vec_env_type=vec_env_type,
     )
     model, saved = manager.setup_experiment()  # type: ignore[misc]
-    return model, manager, {**saved, **overrides}
+    return model, manager, {**saved, **overrides, **({"vec_env": vec_env_type} if vec_env_type != "dummy" else {})}
 
 
 def model_contender(name: str, model: BaseAlgorithm, settings: dict[str, Any]) -> Contender:

@@ -285,3 +285,18 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     assert speed.main([*args, "--rounds", "1"]) == 2
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert speed.main(["--contenders", "nonsense", "--out", str(tmp_path / "other")]) == 2
+    assert speed.main(["--contenders", "apo:vec_env=threads", "--out", str(tmp_path / "other")]) == 2
+
+
+@pytest.mark.slow  # worker processes
+def test_speed_contender_chooses_the_vec_env_class(tmp_path):
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    yml = "CartPole-v1:\n  n_timesteps: 1000\n  n_envs: 2\n  policy: MlpPolicy\n  n_steps: 16\n  batch_size: 32\n"
+    (tmp_path / "apo.yml").write_text(yml)
+    model, _, settings = speed.build_model("apo:vec_env=subproc,n_epochs=2", "CartPole-v1", tmp_path, str(tmp_path), 0, "cpu")
+    try:
+        assert isinstance(model.get_env(), SubprocVecEnv)
+        assert settings["vec_env"] == "subproc" and model.n_epochs == 2  # the other overrides still apply
+    finally:
+        model.get_env().close()
