@@ -93,6 +93,26 @@ def test_the_proximal_policy_replaces_the_behaviour_policy_with_truncated_weight
     np.testing.assert_array_equal(buffer.distribution_params[:, 0], prox_params.numpy())
 
 
+def test_samples_carry_the_importance_weights_only_where_one_differs_from_1():
+    def one_minibatch(weights):
+        buffer = AnchoredRolloutBuffer(2, gym.spaces.Box(-1, 1, (1,)), gym.spaces.Box(-1, 1, (1,)), n_envs=1)
+        buffer.reset()
+        buffer.distribution_params[:, 0] = [[0.5, 1.0], [-0.5, 2.0]]
+        buffer.importance_weights[:, 0] = weights
+        buffer.full = True
+        samples = next(buffer.get(2))  # shuffled: put them back in storage order by their loc
+        order = th.argsort(samples.old_distribution_params[:, 0], descending=True)
+        weights = None if samples.importance_weights is None else samples.importance_weights[order]
+        return samples.old_distribution_params[order], weights
+
+    params, weights = one_minibatch([1.0, 1.0])
+    assert weights is None  # every weight is 1: the update is unweighted, with no tensor to multiply
+    assert th.equal(params, th.tensor([[0.5, 1.0], [-0.5, 2.0]]))
+    params, weights = one_minibatch([0.5, 1.0])
+    assert th.equal(weights, th.tensor([0.5, 1.0]))
+    assert th.equal(params, th.tensor([[0.5, 1.0], [-0.5, 2.0]]))
+
+
 def trained_after_one_update(async_rollouts, importance_weights=None, **kwargs):
     model = APO(
         "MlpPolicy",

