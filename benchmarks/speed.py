@@ -9,7 +9,11 @@ algorithm as the name), e.g. ``apo``, ``apo:diagnostics_freq=10`` or ``ppo``. rl
 ``ExperimentManager`` builds each model and its env from a hyperparameter file, as the
 launcher does: ``<hyperparams_dir>/<algo>.yml``, by default the project's files (for
 ``ppo`` too), the overrides applied as ``-params`` would apply them, but for ``vec_env=subproc``,
-which is rl-zoo3's ``--vec-env subproc`` (each env in its own process).
+which is rl-zoo3's ``--vec-env subproc`` (each env in its own process). ``--overrides`` applies
+the same overrides to every model, the reference too: ``learning_rate=1e-12`` keeps every policy
+at its initial weights (Adam's steps of 1e-12 are below float32's resolution of the weights), so
+that every contender steps the env in the same state distribution and the ratios measure the
+algorithms' own costs, not the cost of the states their policies reach.
 """
 
 import argparse
@@ -111,6 +115,21 @@ def build_model(
     )
     model, saved = manager.setup_experiment()  # type: ignore[misc]
     return model, manager, {**saved, **overrides, **({"vec_env": vec_env_type} if vec_env_type != "dummy" else {})}
+
+
+def with_overrides(contender: str, overrides: str) -> str:
+    """
+    A contender with ``overrides`` (``key=value,...``) added to its own, which win where both set a key.
+
+    :param contender: ``algo`` or ``algo:key=value,...``
+    :param overrides: ``key=value,...`` or empty
+    :raises ValueError: on malformed overrides
+    """
+    if not overrides:
+        return contender
+    algo, own = parse_overrides(contender)
+    merged = {**dict(parse_overrides(f"{algo}:{overrides}")[1]), **dict(own)}
+    return f"{algo}:" + ",".join(f"{key}={value}" for key, value in merged.items())
 
 
 def model_contender(name: str, model: BaseAlgorithm, settings: dict[str, Any]) -> Contender:
@@ -236,6 +255,7 @@ def run_speed(
     seed: int = 0,
     device: str = "cpu",
     threads: int = 1,
+    overrides: str = "",
     command: str = "",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -254,6 +274,8 @@ def run_speed(
     :param seed: the seed of models and envs
     :param device: the torch device of the models
     :param threads: torch threads (set before building anything)
+    :param overrides: ``key=value,...`` applied to every model contender, the reference too (the contender's
+        own override of the same key wins)
     :param command: the command line to record
     :param log: where progress lines go
     :return: the summary: settings and one row per contender
@@ -268,7 +290,10 @@ def run_speed(
     names = list(dict.fromkeys([*contenders, REFERENCE]))
     th.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:
-        built = {name: build_model(name, env_id, hyperparams_dir, scratch, seed, device) for name in names}
+        built = {
+            name: build_model(with_overrides(name, overrides), env_id, hyperparams_dir, scratch, seed, device)
+            for name in names
+        }
         measured = [model_contender(name, model, settings) for name, (model, _, settings) in built.items()]
         manager = built[REFERENCE][1]
         measured.append(env_contender(VEC_ENV, manager.create_envs(manager.n_envs, no_log=True), seed))
@@ -314,6 +339,7 @@ def run_speed(
         "seed": seed,
         "device": device,
         "torch_threads": threads,
+        "overrides": overrides,
         "settings_source": str(hyperparams_dir) if hyperparams_dir else "the project's hyperparameter files",
         "settings": {contender.name: contender.settings for contender in measured if contender.settings},
         "cpu": platform.processor() or platform.machine(),
@@ -383,6 +409,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"Machine: {summary['cpu']}, {summary['cpu_count']} CPUs; load average before {load_before}, after "
         f"{load_after}; Python {summary['python']}, torch {summary['torch']}.",
+        *(["", f"Overrides of every model: `{summary['overrides']}`."] if summary.get("overrides") else []),
         "",
         f"Command: `{summary['command']}`",
     ]
@@ -414,6 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    parser.add_argument(
+        "--overrides",
+        default="",
+        metavar="key=value,...",
+        help="overrides of every model, the reference too, e.g. learning_rate=1e-12 (every policy stays at its "
+        "initial weights, so that all contenders step the same states)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     try:
@@ -429,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             device=args.device,
             threads=args.threads,
+            overrides=args.overrides,
             command=shlex.join(["python", "benchmarks/speed.py", *argv]),
         )
     except (ValueError, FileExistsError) as error:  # bad settings or contenders, finished results in --out

@@ -17,7 +17,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
-from sb3_apo.common.async_rollouts import vtrace
+from sb3_apo.common.async_rollouts import ForkedRolloutActor, policy_weights, vtrace
 from sb3_apo.common.buffers import AnchoredRolloutBuffer, DistributionParamsMixin
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
@@ -131,9 +131,11 @@ def trained_after_one_update(async_rollouts, importance_weights=None, **kwargs):
 
 
 def test_with_no_lag_the_decoupled_update_is_the_synchronous_one():
-    # No lag: pi_b = pi_prox, so every weight is 1 and the update is bit-for-bit the synchronous one.
+    # No lag: pi_b = pi_prox, so every weight is 1 and the update is bit-for-bit the synchronous one
+    # (max_policy_lag=0: the actor runs SB3's loop, whose per-step values the batched ones of a lagging
+    # actor equal only to float32 rounding; test_an_actor_that_defers_the_critic_... checks those).
     synchronous = trained_after_one_update(False, **SMALL)
-    decoupled = trained_after_one_update(True, np.ones((32, 2), dtype=np.float32), **SMALL)
+    decoupled = trained_after_one_update(True, np.ones((32, 2), dtype=np.float32), max_policy_lag=0, **SMALL)
     for name, tensor in synchronous.policy.state_dict().items():
         assert th.equal(tensor, decoupled.policy.state_dict()[name]), name
 
@@ -214,6 +216,33 @@ def test_with_the_lag_forced_to_zero_async_training_is_synchronous_training():
     # The actor draws from the random state the learner had: the same rollouts, the same updates.
     for name, tensor in synchronous.policy.state_dict().items():
         assert th.equal(tensor, decoupled.policy.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [("Pendulum-v1", {}), ("CartPole-v1", {}), ("Pendulum-v1", {"use_sde": True})])
+def test_an_actor_that_defers_the_critic_collects_the_rollout_of_sb3s_loop(env_id, kwargs):
+    # With lag the actor's steps compute the actions only, then one pass over the rollout gives the
+    # values, log-probabilities and pi_b's parameters: the same rollout as SB3's per-step loop (which
+    # the actor runs without lag), to float32 rounding, with the same actions and rewards.
+    def first_rollout(max_policy_lag):
+        model = APO(
+            "MlpPolicy", make_vec_env(env_id, n_envs=2, seed=0), seed=0, max_policy_lag=max_policy_lag, **SMALL, **kwargs
+        )
+        model._setup_learn(SMALL["n_steps"])  # the first observation and the episode buffers, as learn() sets them
+        actor = ForkedRolloutActor(model)
+        actor.start()
+        try:
+            actor.send_weights(0, policy_weights(model.policy))
+            return actor.receive_rollout()
+        finally:
+            actor.close()
+
+    per_step, deferred = first_rollout(0), first_rollout(1)
+    for name in ("observations", "actions", "rewards", "episode_starts"):
+        assert np.array_equal(per_step.arrays[name], deferred.arrays[name]), name
+    for name in ("values", "log_probs", "distribution_params", "returns", "advantages"):
+        np.testing.assert_allclose(deferred.arrays[name], per_step.arrays[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert not np.all(deferred.arrays["values"] == 0)  # filled, not the steps' placeholders
+    np.testing.assert_allclose(deferred.last_values, per_step.last_values, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
 from benchmarks import report, speed
 from sb3_apo.benchmark.grid import GridError, GridRunner, GridSettings, Variant, parse_overrides, plan_grid
@@ -286,6 +287,31 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert speed.main(["--contenders", "nonsense", "--out", str(tmp_path / "other")]) == 2
     assert speed.main(["--contenders", "apo:vec_env=threads", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_speed_overrides_of_every_model_merge_with_a_contenders_own():
+    assert speed.with_overrides("apo", "") == "apo"
+    assert speed.with_overrides("ppo", "learning_rate=1e-12") == "ppo:learning_rate=1e-12"
+    # the contender's own value wins where both set a key
+    merged = speed.with_overrides("apo:n_epochs=2,anchor_coef=0.5", "learning_rate=1e-12,n_epochs=5")
+    assert merged == "apo:learning_rate=1e-12,n_epochs=2,anchor_coef=0.5"
+    with pytest.raises(ValueError, match="Bad overrides"):
+        speed.with_overrides("apo", "learning_rate")
+
+
+def test_a_learning_rate_of_1e_12_keeps_the_policy_at_its_initial_weights(tmp_path):
+    # What the equal-states speed measurement relies on: Adam's steps of 1e-12 are lost in float32 rounding
+    # of every weight but those (near) zero, so the policy, and the states it reaches, stay the initial ones.
+    yml = "CartPole-v1:\n  n_timesteps: 1000\n  n_envs: 2\n  policy: MlpPolicy\n  n_steps: 32\n  batch_size: 32\n"
+    (tmp_path / "apo.yml").write_text(yml)
+    model, _, settings = speed.build_model(
+        speed.with_overrides("apo", "learning_rate=1e-12"), "CartPole-v1", tmp_path, str(tmp_path), 0, "cpu"
+    )
+    assert settings["learning_rate"] == 1e-12
+    before = {name: tensor.clone() for name, tensor in model.policy.state_dict().items()}
+    model.learn(128)
+    for name, tensor in model.policy.state_dict().items():
+        assert th.allclose(tensor, before[name], rtol=0, atol=1e-9), name
 
 
 @pytest.mark.slow  # worker processes

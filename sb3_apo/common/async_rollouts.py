@@ -21,6 +21,7 @@ by construction. ``docs/async.md`` gives the design and the maths.
 from __future__ import annotations
 
 import copy
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -36,6 +37,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -211,6 +214,19 @@ class _StepRecorder(BaseCallback):
         return not self.stop.is_set()
 
 
+def _actions_only(
+    policy: ActorCriticPolicy, obs: th.Tensor, deterministic: bool = False
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """
+    ``ActorCriticPolicy.forward`` for an actor that defers the rest: the sampled actions (the same
+    draws as ``forward``'s), and zeros for the values and log-probabilities, which it fills for the
+    whole rollout in one pass afterwards (:meth:`DistributionParamsMixin.fill_evaluations`).
+    """
+    actions = policy.get_distribution(obs).get_actions(deterministic=deterministic)
+    zeros = th.zeros(len(actions), device=actions.device)
+    return actions.reshape((-1, *policy.action_space.shape)), zeros[:, None], zeros  # type: ignore[misc]
+
+
 def _vec_normalize_stats(model: PPOFamilyAlgorithm) -> tuple[Any, Any] | None:
     vec_normalize = model.get_vec_normalize_env()
     return None if vec_normalize is None else (vec_normalize.obs_rms, vec_normalize.ret_rms)
@@ -240,6 +256,12 @@ def _actor_main(
         if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
             model._last_obs = env.reset()  # type: ignore[assignment]
             model._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+        # With lag, the critic and the log-probabilities are left out of each step's forward pass
+        # and evaluated for the whole rollout at once (docs/async.md); without lag the actor runs
+        # SB3's loop unchanged, so that its rollouts are bit-for-bit the synchronous ones.
+        deferred = model.max_policy_lag > 0
+        if deferred:
+            model.policy.forward = functools.partial(_actions_only, model.policy)  # type: ignore[method-assign]
         buffer = anchored_buffer_class(model.observation_space)(
             model.n_steps,
             model.observation_space,
@@ -260,8 +282,16 @@ def _actor_main(
             recorder = _StepRecorder(stop)
             recorder.init_callback(model)
             started = time.perf_counter()
-            if not model._collect_rollouts_locally(env, recorder, buffer, model.n_steps):
+            if deferred:
+                complete = OnPolicyAlgorithm.collect_rollouts(model, env, recorder, buffer, model.n_steps)
+            else:
+                complete = model._collect_rollouts_locally(env, recorder, buffer, model.n_steps)
+            if not complete:
                 return  # asked to stop
+            last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic
+            if deferred:
+                buffer.fill_evaluations(model._evaluate_behaviour)
+                buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
             connection.send(
                 Rollout(
                     policy_version=policy_version,
@@ -269,7 +299,7 @@ def _actor_main(
                     steps=recorder.steps,
                     last_obs=model._last_obs,
                     last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
-                    last_values=recorder.locals["values"].cpu().numpy(),
+                    last_values=last_values.cpu().numpy(),
                     vec_normalize_stats=_vec_normalize_stats(model),
                     actor_idle_s=actor_idle_s,
                     collect_s=time.perf_counter() - started,
@@ -480,6 +510,14 @@ class AsyncLearner:
             self.gamma,
             self.gae_lambda,
         )
+
+    def _evaluate_behaviour(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The values, log-probabilities of the stored actions and distribution parameters of the actor's policy."""
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        values, log_prob, _ = self.policy.evaluate_actions(observations, actions)
+        # evaluate_actions() leaves the distribution it built in policy.action_dist
+        return values, log_prob, self.distribution_math.params(self.policy.action_dist)
 
     def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""

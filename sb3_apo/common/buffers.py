@@ -90,6 +90,28 @@ class DistributionParamsMixin:
         """
         self._fill_from_observations(self.distribution_params, params_fn)
 
+    def fill_evaluations(self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor, th.Tensor]]) -> None:
+        """
+        Fill ``values``, ``log_probs`` and ``distribution_params`` of a complete rollout whose actor
+        recorded only its actions (see ``docs/async.md``), in chunks and without gradient; the returns
+        and advantages are then to be computed again.
+
+        :param evaluate: maps a batch of observations and stored actions (as tensors) to the ``(batch,)``
+            values, the ``(batch,)`` log-probabilities of the actions and the ``(batch, param_dim)``
+            distribution parameters of the policy that collected the rollout
+        """
+        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        values, log_probs = self.values.reshape(n_samples), self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
+        params = self.distribution_params.reshape(n_samples, -1)
+        with th.no_grad():
+            for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
+                chunk = slice(start, start + PARAMS_CHUNK_SIZE)
+                actions = self.to_torch(self.actions.reshape(n_samples, -1)[chunk])  # type: ignore[attr-defined]
+                chunk_values, chunk_log_probs, chunk_params = evaluate(self._observations_chunk(chunk), actions)
+                values[chunk] = chunk_values.cpu().numpy().flatten()
+                log_probs[chunk] = chunk_log_probs.cpu().numpy()
+                params[chunk] = chunk_params.cpu().numpy()
+
     def store_proximal_policy(
         self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
     ) -> float:
