@@ -12,12 +12,13 @@ import textwrap
 import time
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, RolloutActorError
+from sb3_apo.common.async_rollouts import ForkedRolloutActor, RolloutActorError, _StepRecorder
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +153,41 @@ def test_an_actor_that_is_killed_stops_training_with_its_name():
     assert model.num_timesteps == 3 * 32
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("shared_memory_unchanged")
+def test_an_actor_killed_while_it_checks_whether_to_stop_is_still_closed(monkeypatch):
+    # The actor below spends nearly all its time in its per-step check for the stop signal,
+    # so that a kill lands inside it: closing must never wait on anything the actor held then
+    # (a multiprocessing.Event's lock did, and hung the learner about once in 400 kills).
+    check_for_stop = _StepRecorder._on_step
+
+    def mostly_checking_for_stop(recorder):
+        for _ in range(200):
+            keep_going = check_for_stop(recorder)
+        del recorder.steps[-199:]
+        return keep_going
+
+    class KillsTheActorSoonAfter(RecordsTheActor):
+        def __init__(self, delay_s: float):
+            super().__init__()
+            self.delay_s = delay_s
+
+        def _on_rollout_end(self):
+            super()._on_rollout_end()
+            if len(self.pids) == 2:  # the actor is collecting the next rollout meanwhile
+                time.sleep(self.delay_s)
+                os.kill(self.pids[-1], signal.SIGKILL)
+
+    monkeypatch.setattr(_StepRecorder, "_on_step", mostly_checking_for_stop)
+    for delay_s in np.linspace(0.001, 0.03, 30):
+        model = APO("MlpPolicy", "CartPole-v1", async_rollouts=True, **SMALL)
+        recorder = KillsTheActorSoonAfter(delay_s)
+        with pytest.raises(RolloutActorError, match="was killed by signal SIGKILL"):
+            model.learn(10_000, callback=recorder)
+        assert model._rollout_actor is None
+        assert not alive(recorder.pids[-1])
+
+
 @pytest.mark.usefixtures("shared_memory_unchanged")
 def test_an_actor_blocked_on_a_full_pipe_leaves_by_itself_when_closed(monkeypatch):
     closed = []
@@ -214,6 +250,6 @@ def test_a_killed_learner_leaves_no_actor_behind(tmp_path):
     process, actor_pid = start_training(tmp_path, "DummyVecEnv")
     process.kill()
     process.communicate(timeout=60)
-    # The actor notices at its next message to the learner (at most one rollout later) and exits.
+    # The actor notices at its next step (end of file on its stop pipe) and exits.
     assert wait_until(lambda: not alive(actor_pid))
     assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)

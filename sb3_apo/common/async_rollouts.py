@@ -195,9 +195,12 @@ def policy_weights(policy: th.nn.Module) -> dict[str, np.ndarray]:
 
 
 class _StepRecorder(BaseCallback):
-    """The actor's callback: records each step for replay, and stops the rollout when asked."""
+    """
+    The actor's callback: records each step for replay, and stops the rollout when asked,
+    that is once its ``stop`` pipe is readable (the learner closed its end, or died).
+    """
 
-    def __init__(self, stop: Any):
+    def __init__(self, stop: Connection):
         super().__init__()
         self.stop = stop
         self.steps: list[StepRecord] = []
@@ -211,7 +214,7 @@ class _StepRecorder(BaseCallback):
                 infos=self.locals["infos"],
             )
         )
-        return not self.stop.is_set()
+        return not self.stop.poll()
 
 
 def _actions_only(
@@ -237,11 +240,13 @@ def _actor_main(
     cpu_policy: th.nn.Module | None,
     connection: Connection,
     learner_end: Connection,
-    stop: Any,
+    stop: Connection,
+    stop_writer: Connection,
     reset_env: bool,
 ) -> None:
     """The actor process: receive weights, collect one rollout with SB3's loop, send it back."""
     learner_end.close()  # so that the learner's death reads as EOF here
+    stop_writer.close()  # and on the stop pipe, which the learner closes to stop a rollout
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     th.set_num_threads(1)
     try:
@@ -331,7 +336,7 @@ class ForkedRolloutActor(RolloutActor):
     index: int = 0
     process: Any = field(default=None, init=False)
     _connection: Connection | None = field(default=None, init=False)
-    _stop: Any = field(default=None, init=False)
+    _stop: Connection | None = field(default=None, init=False)
     _pending: int = field(default=0, init=False)
     #: The process's exit code once closed: 0 when it left by itself, negative when a signal ended it.
     exitcode: int | None = field(default=None, init=False)
@@ -349,19 +354,22 @@ class ForkedRolloutActor(RolloutActor):
     def start(self) -> None:
         context = mp.get_context("fork")
         learner_end, actor_end = context.Pipe(duplex=True)
-        self._stop = context.Event()
+        # The stop signal is a pipe, not an Event: an Event's lock, held by an actor that is
+        # killed inside is_set(), would stay locked forever and hang the learner's close().
+        stop_reader, stop_writer = context.Pipe(duplex=False)
         cpu_policy = None
         if self.model.device.type != "cpu":
             cpu_policy = copy.deepcopy(self.model.policy).to("cpu")
         self.process = context.Process(
             target=_actor_main,
-            args=(self.model, cpu_policy, actor_end, learner_end, self._stop, self.reset_env),
+            args=(self.model, cpu_policy, actor_end, learner_end, stop_reader, stop_writer, self.reset_env),
             name=f"sb3-apo-rollout-actor-{self.index}",
             daemon=True,
         )
         self.process.start()
         actor_end.close()  # so that the actor's death reads as EOF here
-        self._connection = learner_end
+        stop_reader.close()
+        self._connection, self._stop = learner_end, stop_writer
 
     def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
         assert self._connection is not None, "start() the actor first"
@@ -402,12 +410,13 @@ class ForkedRolloutActor(RolloutActor):
     def close(self) -> None:
         if self.process is None:
             return
-        # Each way out of the actor's loop ends promptly: the stop flag ends a rollout in
-        # progress after its current step, and closing the pipe ends a wait for weights
-        # (end of file) or a send that the learner will not read (broken pipe).
-        self._stop.set()
+        # Each way out of the actor's loop ends promptly: closing the stop pipe ends a rollout
+        # in progress after its current step, and closing the other pipe ends a wait for
+        # weights (end of file) or a send that the learner will not read (broken pipe).
+        # Nothing here waits on a lock that the actor may hold: it may have been killed.
+        self._stop.close()  # type: ignore[union-attr]
         self._connection.close()  # type: ignore[union-attr]
-        self._connection = None
+        self._connection = self._stop = None
         self.process.join(CLOSE_TIMEOUT)
         if self.process.is_alive():
             self.process.terminate()
