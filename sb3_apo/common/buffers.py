@@ -16,7 +16,7 @@ learner's policy ``pi_prox`` and keeps the truncated importance weights
 ``min(pi_prox / pi_b, c)`` per sample (see ``docs/async.md``).
 """
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -103,14 +103,10 @@ class DistributionParamsMixin:
         n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
         values, log_probs = self.values.reshape(n_samples), self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
         params = self.distribution_params.reshape(n_samples, -1)
-        with th.no_grad():
-            for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
-                chunk = slice(start, start + PARAMS_CHUNK_SIZE)
-                actions = self.to_torch(self.actions.reshape(n_samples, -1)[chunk])  # type: ignore[attr-defined]
-                chunk_values, chunk_log_probs, chunk_params = evaluate(self._observations_chunk(chunk), actions)
-                values[chunk] = chunk_values.cpu().numpy().flatten()
-                log_probs[chunk] = chunk_log_probs.cpu().numpy()
-                params[chunk] = chunk_params.cpu().numpy()
+        for chunk, (chunk_values, chunk_log_probs, chunk_params) in self._evaluate_in_chunks(evaluate):
+            values[chunk] = chunk_values.cpu().numpy().flatten()
+            log_probs[chunk] = chunk_log_probs.cpu().numpy()
+            params[chunk] = chunk_params.cpu().numpy()
 
     def store_proximal_policy(
         self, evaluate: Callable[[Any, th.Tensor], tuple[th.Tensor, th.Tensor]], importance_weight_max: float
@@ -132,18 +128,24 @@ class DistributionParamsMixin:
         log_probs = self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
         weights = self.importance_weights.reshape(n_samples)
         n_truncated = 0
-        with th.no_grad():
-            for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
-                chunk = slice(start, start + PARAMS_CHUNK_SIZE)
-                actions = self.to_torch(self.actions.reshape(n_samples, -1)[chunk])  # type: ignore[attr-defined]
-                prox_params, prox_log_prob = evaluate(self._observations_chunk(chunk), actions)
-                prox_log_prob = prox_log_prob.cpu().numpy()
-                ratio = np.exp(prox_log_prob - log_probs[chunk])
-                n_truncated += int((ratio > importance_weight_max).sum())
-                weights[chunk] = np.minimum(ratio, importance_weight_max)
-                log_probs[chunk] = prox_log_prob
-                params[chunk] = prox_params.cpu().numpy()
+        for chunk, (prox_params, prox_log_prob) in self._evaluate_in_chunks(evaluate):
+            prox_log_prob = prox_log_prob.cpu().numpy()
+            ratio = np.exp(prox_log_prob - log_probs[chunk])
+            n_truncated += int((ratio > importance_weight_max).sum())
+            weights[chunk] = np.minimum(ratio, importance_weight_max)
+            log_probs[chunk] = prox_log_prob
+            params[chunk] = prox_params.cpu().numpy()
         return n_truncated / n_samples
+
+    def _evaluate_in_chunks(self, evaluate: Callable[[Any, th.Tensor], Any]) -> Iterator[tuple[slice, Any]]:
+        """``evaluate(observations, actions)`` over the stored samples, chunk by chunk, without gradient."""
+        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        actions = self.actions.reshape(n_samples, -1)  # type: ignore[attr-defined]
+        for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
+            chunk = slice(start, start + PARAMS_CHUNK_SIZE)
+            with th.no_grad():
+                outputs = evaluate(self._observations_chunk(chunk), self.to_torch(actions[chunk]))  # type: ignore[attr-defined]
+            yield chunk, outputs
 
     def _fill_from_observations(self, array: np.ndarray, params_fn: Callable[[Any], th.Tensor]) -> None:
         """Write ``params_fn(observations)`` into ``array`` (``(n_steps, n_envs, dim)``), chunk by chunk."""
