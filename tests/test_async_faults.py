@@ -158,7 +158,7 @@ def test_an_actor_that_is_killed_stops_training_with_its_name():
 def test_an_actor_killed_while_it_checks_whether_to_stop_is_still_closed(monkeypatch):
     # The actor below spends nearly all its time in its per-step check for the stop signal,
     # so that a kill lands inside it: closing must never wait on anything the actor held then
-    # (a multiprocessing.Event's lock did, and hung the learner about once in 400 kills).
+    # (a multiprocessing.Event's lock did, and hung the learner: results/async_faults/).
     check_for_stop = _StepRecorder._on_step
 
     def mostly_checking_for_stop(recorder):

@@ -203,7 +203,7 @@ class _StepRecorder(BaseCallback):
 
     def __init__(self, stop: Connection):
         super().__init__()
-        self.stop = stop
+        self.stop = stop  # kept open for the poll object below, which holds only its descriptor
         # A poll object made once: Connection.poll() builds a selector at every call (3.6 against 0.5 us)
         self._stop_poller = select.poll()
         self._stop_poller.register(stop.fileno(), select.POLLIN)  # POLLHUP too, always reported
