@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 
-#: Training that never ends by itself; it prints the actor's pid after the first rollout.
+#: Training that never ends by itself; it prints the actors' pids after the 32nd step.
 TRAINING_SCRIPT = textwrap.dedent(
     """
     from stable_baselines3.common.callbacks import BaseCallback
@@ -37,7 +37,7 @@ TRAINING_SCRIPT = textwrap.dedent(
     class AnnouncesTheActor(BaseCallback):
         def _on_rollout_end(self):
             if self.n_calls == 32:
-                print(self.model._rollout_actor.pid, flush=True)
+                print(*self.model._rollout_actor.pids, flush=True)
 
         def _on_step(self):
             return True
@@ -45,7 +45,7 @@ TRAINING_SCRIPT = textwrap.dedent(
 
     if __name__ == "__main__":
         env = make_vec_env("CartPole-v1", n_envs=2, seed=0, vec_env_cls={vec_env})
-        model = APO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, async_rollouts=True)
+        model = APO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, async_rollouts=True, n_actors={n_actors})
         model.learn(10**9, callback=AnnouncesTheActor())
     """
 )
@@ -212,9 +212,9 @@ def test_an_actor_blocked_on_a_full_pipe_leaves_by_itself_when_closed(monkeypatc
     assert closed == [0]  # it exited on its own (broken pipe), it was not terminated
 
 
-def start_training(tmp_path, vec_env: str) -> tuple[subprocess.Popen, int]:
+def start_training(tmp_path, vec_env: str, n_actors: int = 1) -> tuple[subprocess.Popen, list[int]]:
     script = tmp_path / "train.py"
-    script.write_text(TRAINING_SCRIPT.format(vec_env=vec_env))
+    script.write_text(TRAINING_SCRIPT.format(vec_env=vec_env, n_actors=n_actors))
     process = subprocess.Popen(
         [sys.executable, str(script)],
         stdout=subprocess.PIPE,
@@ -225,15 +225,15 @@ def start_training(tmp_path, vec_env: str) -> tuple[subprocess.Popen, int]:
         # by a shell without job control (which ignores SIGINT for it, and so for its children)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    actor_pid = int(process.stdout.readline())
-    assert alive(actor_pid)
-    return process, actor_pid
+    actor_pids = [int(pid) for pid in process.stdout.readline().split()]
+    assert len(actor_pids) == n_actors and all(alive(pid) for pid in actor_pids)
+    return process, actor_pids
 
 
 @pytest.mark.usefixtures("shared_memory_unchanged")
-@pytest.mark.parametrize("vec_env", ["DummyVecEnv", "SubprocVecEnv"])
-def test_ctrl_c_stops_everything(tmp_path, vec_env):
-    process, actor_pid = start_training(tmp_path, vec_env)
+@pytest.mark.parametrize(("vec_env", "n_actors"), [("DummyVecEnv", 1), ("SubprocVecEnv", 1), ("DummyVecEnv", 2)])
+def test_ctrl_c_stops_everything(tmp_path, vec_env, n_actors):
+    process, actor_pids = start_training(tmp_path, vec_env, n_actors)
     try:
         os.killpg(process.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
         _, stderr = process.communicate(timeout=60)
@@ -242,14 +242,15 @@ def test_ctrl_c_stops_everything(tmp_path, vec_env):
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr
     assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)
-    assert not alive(actor_pid)
+    assert not any(alive(pid) for pid in actor_pids)
 
 
 @pytest.mark.usefixtures("shared_memory_unchanged")
-def test_a_killed_learner_leaves_no_actor_behind(tmp_path):
-    process, actor_pid = start_training(tmp_path, "DummyVecEnv")
+@pytest.mark.parametrize("n_actors", [1, 2])
+def test_a_killed_learner_leaves_no_actor_behind(tmp_path, n_actors):
+    process, actor_pids = start_training(tmp_path, "DummyVecEnv", n_actors)
     process.kill()
     process.communicate(timeout=60)
-    # The actor notices at its next step (end of file on its stop pipe) and exits.
-    assert wait_until(lambda: not alive(actor_pid))
+    # Each actor notices at its next step (end of file on its stop pipe) and exits.
+    assert wait_until(lambda: not any(alive(pid) for pid in actor_pids))
     assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)

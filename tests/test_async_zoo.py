@@ -14,15 +14,16 @@ pytestmark = pytest.mark.slow
 ASYNC = ["async_rollouts:True", "max_policy_lag:1"]
 
 
-def test_train_with_normalization_then_enjoy(tmp_path, capsys):
+@pytest.mark.parametrize("actors", [[], ["n_envs:2", "n_actors:2"]], ids=["one actor", "two actors"])
+def test_train_with_normalization_then_enjoy(tmp_path, capsys, actors):
     logs = tmp_path / "logs"
     args = ["--algo", "apo", "--env", "Pendulum-v1", "-f", str(logs), "--seed", "0", "--num-threads", "1"]
     budget = ["-n", "512", "--eval-freq", "256", "--eval-episodes", "1"]
-    params = ["-params", "n_steps:64", "batch_size:64", "n_epochs:2", "normalize:True", *ASYNC]
+    params = ["-params", "n_steps:64", "batch_size:64", "n_epochs:2", "normalize:True", *ASYNC, *actors]
     assert cli.train([*args, *budget, *params]) == 0
     run = logs / "apo" / "Pendulum-v1_1"
     model = APO.load(run / "Pendulum-v1.zip", device="cpu")
-    assert model.async_rollouts and model.num_timesteps == 512
+    assert model.async_rollouts and model.num_timesteps == 512 and model.n_actors == (2 if actors else 1)
     # rl-zoo3 saves the model env's VecNormalize: the learner's copy holds the actor's statistics,
     # which counted every observation the actor normalised (512 steps and the resets).
     statistics = np.load(run / "evaluations.npz")

@@ -20,6 +20,7 @@ by construction. ``docs/async.md`` gives the design and the maths.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import multiprocessing as mp
@@ -29,6 +30,7 @@ import signal
 import time
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,18 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_apo.common.buffers import anchored_buffer_class
+from sb3_apo.common.env_shards import (
+    Statistics,
+    add_moments,
+    check_shardable,
+    copy_statistics,
+    env_indices,
+    env_shard,
+    join_envs,
+    moments_added,
+    select_envs,
+    vec_normalize_statistics,
+)
 
 if TYPE_CHECKING:
     from sb3_apo.common.on_policy import PPOFamilyAlgorithm
@@ -94,7 +108,9 @@ class Rollout:
     :param last_obs: the observation after the last step
     :param last_episode_starts: the ``dones`` of the last step
     :param last_values: the values of ``last_obs``, used for the returns
-    :param vec_normalize_stats: ``(obs_rms, ret_rms)`` of the actor's ``VecNormalize``, or ``None``
+    :param vec_normalize_stats: ``(obs_rms, ret_rms)`` of the actor's ``VecNormalize``, or ``None``;
+        from an actor of a shard of the envs, the moments it added in this rollout
+        (:func:`~sb3_apo.common.env_shards.moments_added`)
     :param actor_idle_s: seconds the actor waited for weights before this rollout
     :param collect_s: seconds the actor spent collecting it
     """
@@ -105,7 +121,7 @@ class Rollout:
     last_obs: Any
     last_episode_starts: np.ndarray
     last_values: np.ndarray
-    vec_normalize_stats: tuple[Any, Any] | None
+    vec_normalize_stats: Statistics | None
     actor_idle_s: float
     collect_s: float
 
@@ -234,9 +250,15 @@ def _actions_only(
     return actions.reshape((-1, *policy.action_space.shape)), zeros[:, None], zeros  # type: ignore[misc]
 
 
-def _vec_normalize_stats(model: PPOFamilyAlgorithm) -> tuple[Any, Any] | None:
-    vec_normalize = model.get_vec_normalize_env()
-    return None if vec_normalize is None else (vec_normalize.obs_rms, vec_normalize.ret_rms)
+def _take_env_shard(model: PPOFamilyAlgorithm, indices: list[int], index: int) -> None:
+    """In an actor process, keep the envs ``indices`` only, and draw actions from a stream of its own."""
+    model.env = env_shard(model.env, indices)  # type: ignore[arg-type]
+    model.n_envs = model.env.num_envs
+    model._last_obs = select_envs(model._last_obs, indices)
+    model._last_episode_starts = model._last_episode_starts[indices]
+    # Every actor inherits the learner's random state: without a seed of its own, the shards would
+    # draw the same exploration noise. The seed is drawn from that state, so a seeded run repeats.
+    th.manual_seed(int(th.randint(0, 2**62, (1,)).item()) + index)
 
 
 def _actor_main(
@@ -247,8 +269,14 @@ def _actor_main(
     stop: Connection,
     stop_writer: Connection,
     reset_env: bool,
+    indices: list[int] | None,
+    index: int,
 ) -> None:
-    """The actor process: receive weights, collect one rollout with SB3's loop, send it back."""
+    """
+    The actor process: receive weights, collect one rollout with SB3's loop, send it back. An actor
+    of a shard of the envs (``indices``) also reports the ``VecNormalize`` moments it added, and adds
+    those the other actors reported, which come with the weights (:mod:`sb3_apo.common.env_shards`).
+    """
     learner_end.close()  # so that the learner's death reads as EOF here
     stop_writer.close()  # and on the stop pipe, which the learner closes to stop a rollout
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
@@ -260,8 +288,15 @@ def _actor_main(
             _KEPT_IN_ACTOR.append(model.policy)
             model.policy = cpu_policy  # type: ignore[assignment]
             model.device = th.device("cpu")
+        if indices is not None:
+            _take_env_shard(model, indices, index)
         env = model.env
         assert env is not None
+        vec_normalize = model.get_vec_normalize_env()
+        # A shard's statistics as last reported (so that its next report is what it added since)
+        reported = None
+        if indices is not None and vec_normalize is not None:
+            reported = copy_statistics(vec_normalize_statistics(vec_normalize))
         if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
             model._last_obs = env.reset()  # type: ignore[assignment]
             model._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
@@ -285,8 +320,12 @@ def _actor_main(
             message = connection.recv()
             if message is None:
                 return
-            policy_version, weights = message
+            policy_version, weights, reported_by_others = message
             actor_idle_s = time.perf_counter() - waited
+            if reported is not None:
+                for added in reported_by_others:
+                    add_moments(vec_normalize_statistics(vec_normalize), added)  # type: ignore[arg-type]
+                    add_moments(reported, added)
             model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
             recorder = _StepRecorder(stop)
             recorder.init_callback(model)
@@ -301,6 +340,10 @@ def _actor_main(
             if deferred:
                 buffer.fill_evaluations(model._evaluate_behaviour)
                 buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
+            statistics = None if vec_normalize is None else vec_normalize_statistics(vec_normalize)
+            if reported is not None:
+                current = copy_statistics(statistics)  # type: ignore[arg-type]
+                statistics, reported = moments_added(current, reported), current
             connection.send(
                 Rollout(
                     policy_version=policy_version,
@@ -309,7 +352,7 @@ def _actor_main(
                     last_obs=model._last_obs,
                     last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
                     last_values=last_values.cpu().numpy(),
-                    vec_normalize_stats=_vec_normalize_stats(model),
+                    vec_normalize_stats=statistics,
                     actor_idle_s=actor_idle_s,
                     collect_s=time.perf_counter() - started,
                 )
@@ -333,11 +376,14 @@ class ForkedRolloutActor(RolloutActor):
     :param reset_env: reset the env before the first rollout (when an earlier actor
         moved it on, since the learner's copy of a ``DummyVecEnv`` is then stale)
     :param index: a number for the actor's name
+    :param env_indices: the envs this actor steps, when the envs are split across actors
+        (:class:`ActorGroup`); ``None``: all of them
     """
 
     model: PPOFamilyAlgorithm
     reset_env: bool = False
     index: int = 0
+    env_indices: list[int] | None = None
     process: Any = field(default=None, init=False)
     _connection: Connection | None = field(default=None, init=False)
     _stop: Connection | None = field(default=None, init=False)
@@ -355,6 +401,11 @@ class ForkedRolloutActor(RolloutActor):
         """The actor process's id, once started."""
         return None if self.process is None else self.process.pid
 
+    @property
+    def pids(self) -> list[int | None]:
+        """As :attr:`ActorGroup.pids`: the actor's process id, in a list."""
+        return [self.pid]
+
     def start(self) -> None:
         context = mp.get_context("fork")
         learner_end, actor_end = context.Pipe(duplex=True)
@@ -366,7 +417,12 @@ class ForkedRolloutActor(RolloutActor):
             cpu_policy = copy.deepcopy(self.model.policy).to("cpu")
         self.process = context.Process(
             target=_actor_main,
-            args=(self.model, cpu_policy, actor_end, learner_end, stop_reader, stop_writer, self.reset_env),
+            args=(
+                self.model,
+                cpu_policy,
+                *(actor_end, learner_end, stop_reader, stop_writer),
+                *(self.reset_env, self.env_indices, self.index),
+            ),
             name=f"sb3-apo-rollout-actor-{self.index}",
             daemon=True,
         )
@@ -375,10 +431,16 @@ class ForkedRolloutActor(RolloutActor):
         stop_reader.close()
         self._connection, self._stop = learner_end, stop_writer
 
-    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
+    def send_weights(
+        self, policy_version: int, weights: dict[str, np.ndarray], reported_by_others: Sequence[Statistics] = ()
+    ) -> None:
+        """
+        :param reported_by_others: for an actor of a shard, the ``VecNormalize`` moments the
+            other actors added since its last weights
+        """
         assert self._connection is not None, "start() the actor first"
         try:
-            self._connection.send((policy_version, weights))
+            self._connection.send((policy_version, weights, list(reported_by_others)))
         except (BrokenPipeError, ConnectionResetError, EOFError) as error:
             raise self._failure() from error
         self._pending += 1
@@ -433,6 +495,88 @@ class ForkedRolloutActor(RolloutActor):
         self.process = None
 
 
+class ActorGroup(RolloutActor):
+    """
+    Several local actors, each stepping its own shard of the envs (``n_actors > 1``), seen by the
+    learner as one: their rollouts come back joined along the env axis, as one actor over all
+    the envs would have sent it, and their ``VecNormalize`` statistics merged
+    (:mod:`sb3_apo.common.env_shards`).
+
+    :param model: the algorithm; its env must be a ``DummyVecEnv``, optionally in ``VecNormalize``
+    :param n_actors: the number of actors
+    :param reset_env: as for :class:`ForkedRolloutActor`
+    """
+
+    def __init__(self, model: PPOFamilyAlgorithm, n_actors: int, reset_env: bool = False):
+        assert model.env is not None
+        check_shardable(model.env, n_actors)
+        self.actors = [
+            ForkedRolloutActor(model, reset_env=reset_env, index=index, env_indices=indices)
+            for index, indices in enumerate(env_indices(model.env.num_envs, n_actors))
+        ]
+        vec_normalize = model.get_vec_normalize_env()
+        # The learner's statistics: everything every actor has reported
+        self._statistics = None if vec_normalize is None else copy_statistics(vec_normalize_statistics(vec_normalize))
+        # For each actor, what the others reported since its last weights
+        self._reports_for: list[list[Statistics]] = [[] for _ in self.actors]
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return ", ".join(actor.name for actor in self.actors)
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The actor processes' ids, once started."""
+        return [actor.pid for actor in self.actors]
+
+    def start(self) -> None:
+        try:
+            for actor in self.actors:
+                actor.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
+        for actor, reports in zip(self.actors, self._reports_for):
+            actor.send_weights(policy_version, weights, reports)
+            reports.clear()
+
+    def receive_rollout(self) -> Rollout:
+        parts = [actor.receive_rollout() for actor in self.actors]
+        assert len({part.policy_version for part in parts}) == 1
+        if self._statistics is not None:
+            for index, part in enumerate(parts):
+                add_moments(self._statistics, part.vec_normalize_stats)  # type: ignore[arg-type]
+                for other, reports in enumerate(self._reports_for):
+                    if other != index:
+                        reports.append(part.vec_normalize_stats)  # type: ignore[arg-type]
+        return Rollout(
+            policy_version=parts[0].policy_version,
+            arrays={name: join_envs([part.arrays[name] for part in parts], axis=1) for name in BUFFER_ARRAYS},
+            steps=[
+                StepRecord(
+                    new_obs=join_envs([step.new_obs for step in steps]),
+                    rewards=np.concatenate([step.rewards for step in steps]),
+                    dones=np.concatenate([step.dones for step in steps]),
+                    infos=[info for step in steps for info in step.infos],
+                )
+                for steps in zip(*(part.steps for part in parts))
+            ],
+            last_obs=join_envs([part.last_obs for part in parts]),
+            last_episode_starts=np.concatenate([part.last_episode_starts for part in parts]),
+            last_values=np.concatenate([part.last_values for part in parts]),
+            vec_normalize_stats=None if self._statistics is None else copy_statistics(self._statistics),
+            actor_idle_s=max(part.actor_idle_s for part in parts),
+            collect_s=max(part.collect_s for part in parts),
+        )
+
+    def close(self) -> None:
+        with contextlib.ExitStack() as closing:  # every actor is closed, even if closing one raises
+            for actor in self.actors:
+                closing.callback(actor.close)
+
+
 class AsyncLearner:
     """
     The learner's side of asynchronous rollouts, mixed into
@@ -448,7 +592,10 @@ class AsyncLearner:
         and replay its steps to the callbacks as SB3's loop would have.
         """
         if self._rollout_actor is None:
-            self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
+            if self.n_actors > 1:
+                self._rollout_actor = ActorGroup(self, self.n_actors, reset_env=self._rollout_env_stale)
+            else:
+                self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
             self._rollout_env_stale = True
             self._rollout_actor.start()
             self._policy_version = 0

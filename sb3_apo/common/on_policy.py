@@ -38,6 +38,7 @@ from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
+from sb3_apo.common.env_shards import check_shardable
 from sb3_apo.common.loading import CrossAlgorithmLoading
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -165,6 +166,9 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         current one (decoupled PPO, see ``docs/async.md``); ``False``: SB3's synchronous loop, unchanged
     :param max_policy_lag: With ``async_rollouts``, the number of updates the policy that collected a
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
+    :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
+        contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
+        rollouts are joined into one (see ``docs/async.md``)
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
@@ -223,6 +227,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         n_anchor_actions: int = 2,
         async_rollouts: bool = False,
         max_policy_lag: int = 1,
+        n_actors: int = 1,
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
         correct_policy_lag: bool = True,
@@ -253,6 +258,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         check_range("diagnostics_freq", diagnostics_freq, 1, integer=True)
         check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
         check_range("max_policy_lag", max_policy_lag, 0, integer=True)
+        check_range("n_actors", n_actors, 1, integer=True)
         check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
         check_choice("value_targets", value_targets, ("gae", "vtrace"))
         check_bool("async_rollouts", async_rollouts)
@@ -261,6 +267,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             raise HyperparameterError(
                 "`value_targets='vtrace'` corrects the policy lag; with `correct_policy_lag=False` use value_targets='gae'."
             )
+        if n_actors > 1 and not async_rollouts:
+            raise HyperparameterError(f"`n_actors={n_actors}` needs `async_rollouts=True` (actors collect asynchronously).")
         if async_rollouts and "fork" not in mp.get_all_start_methods():
             raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
         if rollout_buffer_class is not None and not (
@@ -307,6 +315,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self.n_anchor_actions = n_anchor_actions
         self.async_rollouts = async_rollouts
         self.max_policy_lag = max_policy_lag
+        self.n_actors = n_actors
         self.importance_weight_max = importance_weight_max
         self.value_targets = value_targets
         self.correct_policy_lag = correct_policy_lag
@@ -319,6 +328,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         if self.env is not None:
             self._check_action_space()
             self._check_batch_size(self.env)
+            check_shardable(self.env, n_actors)
 
         if _init_setup_model:
             self._setup_model()
