@@ -47,6 +47,18 @@ class Clock(gym.Env):
         return self._obs(), float(self.t), self.t >= self.length, False, {"identity": self.identity}
 
 
+class DictClock(Clock):
+    """:class:`Clock` with a ``Dict`` observation space."""
+
+    observation_space = gym.spaces.Dict(
+        {"identity": gym.spaces.Box(-np.inf, np.inf, (1,)), "t": gym.spaces.Box(-np.inf, np.inf, (1,))}
+    )
+
+    def _obs(self):
+        identity, t = super()._obs()
+        return {"identity": np.array([identity], dtype=np.float32), "t": np.array([t], dtype=np.float32)}
+
+
 def clocks(n_envs: int, identities: bool = True, **kwargs) -> DummyVecEnv:
     return DummyVecEnv([lambda i=i: Clock(float(i) if identities else 0.0, **kwargs) for i in range(n_envs)])
 
@@ -175,6 +187,23 @@ def test_each_actor_normalises_with_the_statistics_of_every_shard():
     identity = keeps.observations[..., 0]
     assert np.all(identity[:, 2] < 0) and np.all(identity[:, 3] > 0)
     assert np.all(np.diff(identity, axis=1) > 0)  # and one scale: the identities stay in order
+
+
+def test_dict_observations_are_joined_and_their_statistics_merged_key_by_key():
+    def trained(**kwargs):
+        env = VecNormalize(DummyVecEnv([lambda i=i: DictClock(float(i)) for i in range(4)]))
+        model = APO("MultiInputPolicy", env, seed=0, **SMALL, **kwargs)
+        model.learn(3 * 4 * SMALL["n_steps"])
+        return model, env
+
+    model, env = trained(async_rollouts=True, n_actors=2)
+    _, synchronous = trained()
+    assert set(model._last_obs) == {"identity", "t"} and model._last_obs["identity"].shape == (4, 1)
+    assert np.all(np.diff(model._last_obs["identity"][:, 0]) > 0)  # normalised, in env order
+    for key in ("identity", "t"):
+        assert env.obs_rms[key].count == pytest.approx(synchronous.obs_rms[key].count)
+        np.testing.assert_allclose(env.obs_rms[key].mean, synchronous.obs_rms[key].mean, rtol=1e-9)
+        np.testing.assert_allclose(env.obs_rms[key].var, synchronous.obs_rms[key].var, rtol=1e-9)
 
 
 def test_every_algorithm_and_sb3s_callbacks_run_with_several_actors(tmp_path):
