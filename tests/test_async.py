@@ -363,3 +363,43 @@ def test_bad_async_settings_are_refused(name, value, message):
 def test_vtrace_needs_the_lag_correction():
     with pytest.raises(ValueError, match="correct_policy_lag=False"):
         APO("MlpPolicy", "Pendulum-v1", async_rollouts=True, value_targets="vtrace", correct_policy_lag=False)
+
+
+@pytest.mark.parametrize("correct_policy_lag", [True, False])
+def test_value_clipping_is_relative_to_the_learners_values(correct_policy_lag):
+    # On a lagged, corrected rollout the buffer's values, the reference of value clipping, are the
+    # learner's; the GAE targets stay the actor's (returns - advantages = the actor's values).
+    class ChecksTheValues(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.checked = 0
+
+        def _on_step(self):
+            return True
+
+        def _on_rollout_end(self):
+            buffer = self.model.rollout_buffer
+            with th.no_grad():
+                learner = self.model.policy.predict_values(th.as_tensor(buffer.observations.reshape(-1, 3))).numpy()
+            learner = learner.reshape(buffer.values.shape)
+            actor = buffer.returns - buffer.advantages
+            lagged = self.model.logger.name_to_value["async/policy_lag"] > 0
+            if lagged and correct_policy_lag:
+                np.testing.assert_allclose(buffer.values, learner, rtol=1e-5, atol=1e-6)
+                assert not np.allclose(actor, learner, rtol=1e-3, atol=1e-4)
+            else:
+                np.testing.assert_allclose(buffer.values, actor, rtol=1e-5, atol=1e-5)
+            self.checked += lagged
+
+    checks = ChecksTheValues()
+    model = APO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        seed=0,
+        async_rollouts=True,
+        correct_policy_lag=correct_policy_lag,
+        clip_range_vf=0.2,
+        **SMALL,
+    )
+    model.learn(4 * SMALL["n_steps"], callback=checks)
+    assert checks.checked == 3

@@ -630,6 +630,10 @@ class AsyncLearner:
             truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
                 self._evaluate_proximal, self.importance_weight_max
             )
+            # The learner's values become the reference of value clipping, as pi_prox is the policy's:
+            # against the actor's, one update old, a value that moved by clip_range_vf in the last
+            # update could not move on in this one (docs/async.md, "Value targets").
+            rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
             if self.value_targets == "vtrace":
                 self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
         self.logger.record("async/policy_lag", policy_lag)
@@ -656,8 +660,7 @@ class AsyncLearner:
         rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
 
     def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
-        """Replace the actor's values, returns and advantages by V-trace's, from the learner's value function."""
-        rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
+        """Replace the actor's returns and advantages by V-trace's, from the learner's values (already in the buffer)."""
         with th.no_grad():
             last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
         rollout_buffer.advantages, rollout_buffer.returns = vtrace(
