@@ -6,6 +6,7 @@ VecNormalize, SubprocVecEnv, save/load/continue), for every algorithm.
 """
 
 import math
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +18,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, policy_weights, vtrace
+from sb3_apo.common.async_rollouts import ForkedRolloutActor, StepRecord, StepRecords, policy_weights, vtrace
 from sb3_apo.common.buffers import AnchoredRolloutBuffer, DistributionParamsMixin
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
@@ -403,3 +404,22 @@ def test_value_clipping_is_relative_to_the_learners_values(correct_policy_lag):
     )
     model.learn(4 * SMALL["n_steps"], callback=checks)
     assert checks.checked == 3
+
+
+def test_step_records_cross_a_pipe_with_their_infos_unchanged():
+    # The numpy scalars of the infos travel as arrays: back with the same types, values, bits and key order
+    infos = [
+        [{"x": np.float64(0.1), "c": np.float32(-2.5), "n": 3, "episode": {"r": 1.5}, "TimeLimit.truncated": False}],
+        [{"x": np.float64(np.nan), "flag": np.bool_(True), "terminal_observation": np.ones(2, dtype=np.float32)}],
+        [{}],
+    ]
+    steps = [StepRecord(np.full((1, 2), t, dtype=np.float32), np.ones(1), np.zeros(1, dtype=bool), infos[t]) for t in range(3)]
+    records = StepRecords.stack(steps)
+    copied = pickle.loads(pickle.dumps(records))
+    assert len(copied) == 3 and copied.new_obs.shape == (3, 1, 2)
+    for t in range(3):
+        assert copied[t].infos.__repr__() == infos[t].__repr__()  # same keys, order, values and types
+        for key, value in infos[t][0].items():
+            assert type(copied[t].infos[0][key]) is type(value), key
+        np.testing.assert_array_equal(copied[t].new_obs, steps[t].new_obs)
+    assert records.infos[0][0]["x"] == np.float64(0.1)  # the originals are left as they were

@@ -96,6 +96,90 @@ class StepRecord:
     infos: list[dict[str, Any]]
 
 
+def pack_infos(
+    infos: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
+    """
+    Take the numpy scalars out of ``infos``, as one array per key and dtype with the positions
+    of the dicts they came from. Pickled one by one, the scalars (e.g. Hopper's ``x_position``,
+    an ``np.float64``) cost most of a rollout's transfer; as arrays, almost nothing.
+
+    :param infos: the info dicts of a rollout, flattened (left unchanged)
+    :return: copies of the dicts with ``None`` in the scalars' places (so that each keeps its
+        keys' order), and for each ``(key, dtype)`` the dicts' indices and the values; see
+        :func:`unpack_infos`
+    """
+    columns: dict[tuple[str, str], tuple[list[int], list[Any]]] = {}
+    packed = []
+    for index, info in enumerate(infos):
+        info = dict(info)
+        for key, value in info.items():
+            if isinstance(value, np.generic):
+                positions, values = columns.setdefault((key, value.dtype.str), ([], []))
+                positions.append(index)
+                values.append(value)
+                info[key] = None
+        packed.append(info)
+    return packed, {
+        (key, dtype): (np.array(positions, dtype=np.int64), np.array(values, dtype=dtype))
+        for (key, dtype), (positions, values) in columns.items()
+    }
+
+
+def unpack_infos(infos: list[dict[str, Any]], columns: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
+    """Put back, in place, the numpy scalars that :func:`pack_infos` took out (same dtypes, same bits)."""
+    for (key, _), (positions, values) in columns.items():
+        for position, value in zip(positions.tolist(), values):
+            infos[position][key] = value
+
+
+@dataclass
+class StepRecords:
+    """
+    The :class:`StepRecord` of every step of a rollout, stacked: ``new_obs``, ``rewards`` and
+    ``dones`` as ``(n_steps, n_envs, ...)`` arrays (one dict of them for a ``Dict`` space), which
+    cross a pipe far faster than a few hundred small arrays; ``infos`` per step, per env.
+    """
+
+    new_obs: Any
+    rewards: np.ndarray
+    dones: np.ndarray
+    infos: list[list[dict[str, Any]]]
+
+    @classmethod
+    def stack(cls, steps: Sequence[StepRecord]) -> StepRecords:
+        """Stack the records of consecutive steps."""
+        new_obs = [step.new_obs for step in steps]
+        return cls(
+            new_obs={key: np.stack([obs[key] for obs in new_obs]) for key in new_obs[0]}
+            if isinstance(new_obs[0], dict)
+            else np.stack(new_obs),
+            rewards=np.stack([step.rewards for step in steps]),
+            dones=np.stack([step.dones for step in steps]),
+            infos=[step.infos for step in steps],
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        flat, scalars = pack_infos([info for infos in self.infos for info in infos])
+        return {**vars(self), "infos": [len(infos) for infos in self.infos], "_flat": flat, "_scalars": scalars}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        flat, scalars, lengths = state.pop("_flat"), state.pop("_scalars"), state.pop("infos")
+        unpack_infos(flat, scalars)
+        starts = np.cumsum([0, *lengths]).tolist()
+        vars(self).update(state, infos=[flat[start:end] for start, end in zip(starts[:-1], starts[1:])])
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __getitem__(self, step: int) -> StepRecord:
+        """The record of one step (views of the stacked arrays)."""
+        new_obs = (
+            {key: value[step] for key, value in self.new_obs.items()} if isinstance(self.new_obs, dict) else self.new_obs[step]
+        )
+        return StepRecord(new_obs, self.rewards[step], self.dones[step], self.infos[step])
+
+
 @dataclass
 class Rollout:
     """
@@ -104,7 +188,7 @@ class Rollout:
     :param policy_version: the version of the weights that collected it (``pi_b``)
     :param arrays: the filled rollout buffer's arrays (:data:`BUFFER_ARRAYS`), returns
         and advantages included
-    :param steps: per step, what the callbacks saw
+    :param steps: what the callbacks saw at each step
     :param last_obs: the observation after the last step
     :param last_episode_starts: the ``dones`` of the last step
     :param last_values: the values of ``last_obs``, used for the returns
@@ -117,7 +201,7 @@ class Rollout:
 
     policy_version: int
     arrays: dict[str, Any]
-    steps: list[StepRecord]
+    steps: StepRecords
     last_obs: Any
     last_episode_starts: np.ndarray
     last_values: np.ndarray
@@ -348,7 +432,7 @@ def _actor_main(
                 Rollout(
                     policy_version=policy_version,
                     arrays={name: getattr(buffer, name) for name in BUFFER_ARRAYS},
-                    steps=recorder.steps,
+                    steps=StepRecords.stack(recorder.steps),
                     last_obs=model._last_obs,
                     last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
                     last_values=last_values.cpu().numpy(),
@@ -554,15 +638,12 @@ class ActorGroup(RolloutActor):
         return Rollout(
             policy_version=parts[0].policy_version,
             arrays={name: join_envs([part.arrays[name] for part in parts], axis=1) for name in BUFFER_ARRAYS},
-            steps=[
-                StepRecord(
-                    new_obs=join_envs([step.new_obs for step in steps]),
-                    rewards=np.concatenate([step.rewards for step in steps]),
-                    dones=np.concatenate([step.dones for step in steps]),
-                    infos=[info for step in steps for info in step.infos],
-                )
-                for steps in zip(*(part.steps for part in parts))
-            ],
+            steps=StepRecords(
+                new_obs=join_envs([part.steps.new_obs for part in parts], axis=1),
+                rewards=np.concatenate([part.steps.rewards for part in parts], axis=1),
+                dones=np.concatenate([part.steps.dones for part in parts], axis=1),
+                infos=[[info for infos in step for info in infos] for step in zip(*(part.steps.infos for part in parts))],
+            ),
             last_obs=join_envs([part.last_obs for part in parts]),
             last_episode_starts=np.concatenate([part.last_episode_starts for part in parts]),
             last_values=np.concatenate([part.last_values for part in parts]),
@@ -613,7 +694,8 @@ class AsyncLearner:
             # The actor's statistics, which normalised the rollout: what the callbacks sync and save
             vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
         callback.on_rollout_start()
-        for n_steps, step in enumerate(rollout.steps):
+        for n_steps in range(len(rollout.steps)):
+            step = rollout.steps[n_steps]
             self.num_timesteps += env.num_envs
             callback.update_locals({"n_steps": n_steps, "env": env, **vars(step)})
             if not callback.on_step():
