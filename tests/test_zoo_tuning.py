@@ -419,6 +419,34 @@ def test_a_stopped_postgresql_server_is_reported_in_one_line(postgres_server, tm
     assert "Traceback" not in output and "UnboundLocalError" not in output
 
 
+def test_an_interruption_that_lands_in_a_finalizer_is_not_printed_once_the_storage_is_lost(tmp_path, monkeypatch):
+    """The repeated interruptions of a lost storage print no "Exception ignored ... Traceback"; other errors still do."""
+    import argparse
+
+    from sb3_apo.zoo import exp_manager
+
+    reported: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: reported.append(type(unraisable.exc_value)))
+    manager = exp_manager.ZooExperimentManager(
+        argparse.Namespace(), "apo", "CartPole-v1", str(tmp_path), storage="postgresql://postgres@127.0.0.1:1/postgres"
+    )
+
+    class Finalized:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            raise self.error
+
+    with manager._stop_when_storage_lost():
+        Finalized(KeyboardInterrupt())  # before the storage is lost: reported as Python does
+        manager._lost_storage = ConnectionRefusedError("server closed the connection")
+        Finalized(KeyboardInterrupt())  # one of the block's own interruptions: not reported
+        Finalized(ValueError("a bug in a finalizer"))
+    Finalized(KeyboardInterrupt())  # the block left: the previous hook again
+    assert reported == [KeyboardInterrupt, ValueError, KeyboardInterrupt]
+
+
 def test_a_lost_storage_interrupts_the_worker_until_it_stops(tmp_path, monkeypatch):
     """Python ignores an interruption that lands in a finalizer: the worker is interrupted again until it stops."""
     import _thread

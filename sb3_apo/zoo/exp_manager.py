@@ -474,12 +474,20 @@ class ZooExperimentManager(ExperimentManager):
                 self._lost_storage = lost
                 threading.Thread(target=interrupt_until_the_block_is_left, daemon=True).start()
 
-        threading.excepthook = hook
+        previous_unraisable_hook = sys.unraisablehook
+
+        def unraisable_hook(unraisable: "sys.UnraisableHookArgs") -> None:
+            # One of the interruptions above, landed in a finalizer: Python would print it with a
+            # traceback ("Exception ignored in ..."); the next one follows within INTERRUPT_REPEAT_S.
+            if not (self._lost_storage is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+                previous_unraisable_hook(unraisable)
+
+        threading.excepthook, sys.unraisablehook = hook, unraisable_hook
         try:
             yield
         finally:
             left_block.set()
-            threading.excepthook = previous_hook
+            threading.excepthook, sys.unraisablehook = previous_hook, previous_unraisable_hook
 
     def _lost_storage_error(self, lost: BaseException) -> ZooError:
         """The one-line report of a storage that went away (``lost``: the database error)."""
