@@ -53,3 +53,9 @@ python -m sb3_apo.benchmark run ${COMMON%-j 2} -j 1 --seeds 0 1 2 --envs Hopper-
 # and with V-trace value targets (same commit), to measure whether they help
 python -m sb3_apo.benchmark run ${COMMON%-j 2} -j 1 --seeds 0 1 2 --envs Hopper-v5 HalfCheetah-v5 --algos apo \
     --variant "async-vtrace:async_rollouts=True,value_targets='vtrace'"
+
+# ---- Issue 11, second session: synchronous APO on Hopper, seeds 5-9, from commit 0f71427 (two at a time), for a
+# ten-seed comparison with results/async_value_clip/ (report: results/mujoco/report_base10/). The older reports
+# in this folder (report/, report_async/) were made before these runs and cover seeds 0-4.
+python -m sb3_apo.benchmark run $COMMON --seeds 5 6 7 8 9 --envs Hopper-v5 --algos apo --variant base
+# python benchmarks/report.py results/mujoco --out results/mujoco/report_base10 --labels apo --no-figures
