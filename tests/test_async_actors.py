@@ -127,23 +127,27 @@ def test_the_rollouts_of_the_shards_are_joined_in_env_order():
     assert len(model.ep_info_buffer) == 0  # no Monitor: nothing to record
 
 
+class KeepsTheLastRollout(BaseCallback):
+    """Keeps a copy of the last joined rollout's actions and observations."""
+
+    def _on_step(self):
+        return True
+
+    def _on_rollout_end(self):
+        self.actions = self.model.rollout_buffer.actions.copy()
+        self.observations = self.model.rollout_buffer.observations.copy()
+
+
 def test_each_actor_draws_its_own_actions():
     # Every env sees the same observations: actors sharing the learner's random state would draw
     # the same actions in env 0 and env 2 (the first env of each shard).
-    class KeepsTheActions(BaseCallback):
-        def _on_step(self):
-            return True
-
-        def _on_rollout_end(self):
-            self.actions = self.model.rollout_buffer.actions.copy()
-
-    keeps = KeepsTheActions()
+    keeps = KeepsTheLastRollout()
     model = APO("MlpPolicy", clocks(4, identities=False), seed=0, async_rollouts=True, n_actors=2, **SMALL)
     model.learn(4 * SMALL["n_steps"], callback=keeps)
     assert not np.allclose(keeps.actions[:, 0], keeps.actions[:, 2])
 
     # A seeded run repeats itself
-    again = KeepsTheActions()
+    again = KeepsTheLastRollout()
     APO("MlpPolicy", clocks(4, identities=False), seed=0, async_rollouts=True, n_actors=2, **SMALL).learn(
         4 * SMALL["n_steps"], callback=again
     )
@@ -174,14 +178,7 @@ def test_each_actor_normalises_with_the_statistics_of_every_shard():
     # observations only, shard 0 would centre the identity on 1 and shard 1 on 4. With everyone's
     # (less the other shard's report in flight), both centre it near 2.5: identity 2 normalises
     # below 0, identity 3 above.
-    class KeepsTheObservations(BaseCallback):
-        def _on_step(self):
-            return True
-
-        def _on_rollout_end(self):
-            self.observations = self.model.rollout_buffer.observations.copy()
-
-    keeps = KeepsTheObservations()
+    keeps = KeepsTheLastRollout()
     model = APO("MlpPolicy", VecNormalize(clocks(6)), seed=0, async_rollouts=True, n_actors=2, **SMALL)
     model.learn(8 * 6 * SMALL["n_steps"], callback=keeps)
     identity = keeps.observations[..., 0]
