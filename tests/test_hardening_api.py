@@ -4,6 +4,7 @@ classes and warnings, loading other algorithms' models, unreadable files, and
 non-finite data named by their cause.
 """
 
+import functools
 import math
 
 import gymnasium as gym
@@ -11,8 +12,13 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch.distributions import Distribution as TorchDistribution
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
+from sb3_apo.common._torch_compat import without_distribution_validation
+from sb3_apo.common.async_rollouts import RolloutActorError
 from sb3_apo.common.buffers import DistributionParamsMixin
 from sb3_apo.common.checks import HyperparameterError
 from sb3_apo.common.on_policy import NonFiniteLossError, NonFiniteObservationError
@@ -293,6 +299,67 @@ def test_non_finite_observations_are_named(env_id, algo, value):
     model = algo("MlpPolicy", BreakAfter(gym.make(env_id), 5, observation=value), **SMALL)
     with pytest.raises(NonFiniteObservationError, match="environment returned non-finite observations .*VecCheckNan"):
         model.learn(32)
+
+
+@pytest.mark.parametrize("async_rollouts", [False, True])
+def test_non_finite_observations_name_the_env_and_key(async_rollouts):
+    """The check that replaces torch's argument validation says where the observation came from."""
+
+    def make(index):
+        env = gym.make("CartPole-v1")
+        if index == 2:
+            env = BreakAfter(env, 5, observation=math.nan)
+        space = gym.spaces.Dict(
+            {"position": gym.spaces.Box(-np.inf, np.inf, (2,)), "velocity": gym.spaces.Box(-np.inf, np.inf, (2,))}
+        )
+        return gym.wrappers.TransformObservation(env, lambda obs: {"position": obs[:2], "velocity": obs[2:]}, space)
+
+    vec_env = DummyVecEnv([functools.partial(make, index) for index in range(3)])
+    model = APO("MultiInputPolicy", vec_env, async_rollouts=async_rollouts, **SMALL)
+    expected = RolloutActorError if async_rollouts else NonFiniteObservationError
+    with pytest.raises(expected, match=r"non-finite observations .*\(env 2, key 'position'\)") as error:
+        model.learn(64)
+    if async_rollouts:
+        assert "NonFiniteObservationError" in str(error.value)
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_the_users_distribution_validation_setting_is_kept(default):
+    """Rollouts and updates run without torch's argument checks; the user's default is restored after each."""
+    seen = []
+
+    class RecordsTheSetting(BaseCallback):
+        def _on_step(self):
+            seen.append(TorchDistribution._validate_args)
+            return True
+
+    previous = TorchDistribution._validate_args
+    TorchDistribution.set_default_validate_args(default)
+    try:
+        APO("MlpPolicy", "Pendulum-v1", **SMALL).learn(64, callback=RecordsTheSetting())
+        assert TorchDistribution._validate_args is default
+    finally:
+        TorchDistribution.set_default_validate_args(previous)
+    assert seen and not any(seen)
+
+
+def test_distribution_validation_is_restored_when_the_wrapped_method_raises():
+    def fails():
+        assert not TorchDistribution._validate_args
+        # inside, a distribution with invalid arguments is built without complaint
+        th.distributions.Normal(th.tensor([math.nan]), th.tensor([1.0]))
+        raise RuntimeError("boom")
+
+    previous = TorchDistribution._validate_args
+    TorchDistribution.set_default_validate_args(True)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            without_distribution_validation(fails)()
+        assert TorchDistribution._validate_args is True
+        with pytest.raises(ValueError, match="invalid values"):
+            th.distributions.Normal(th.tensor([math.nan]), th.tensor([1.0]))
+    finally:
+        TorchDistribution.set_default_validate_args(previous)
 
 
 def test_infinite_rewards_blame_the_environment_not_the_learning_rate():

@@ -40,7 +40,6 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -365,6 +364,9 @@ def _actor_main(
     stop_writer.close()  # and on the stop pipe, which the learner closes to stop a rollout
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
     th.set_num_threads(1)
+    # This process only collects, on observations checked at every step: torch's distribution argument
+    # checks are off in it, as in the learner's rollouts and updates (sb3_apo/common/_torch_compat.py).
+    th.distributions.Distribution.set_default_validate_args(False)
     try:
         if cpu_policy is not None:
             # Never touch the learner's CUDA tensors in a forked process, not even to free
@@ -415,7 +417,7 @@ def _actor_main(
             recorder.init_callback(model)
             started = time.perf_counter()
             if deferred:
-                complete = OnPolicyAlgorithm.collect_rollouts(model, env, recorder, buffer, model.n_steps)
+                complete = model._run_sb3_rollout(env, recorder, buffer, model.n_steps)
             else:
                 complete = model._collect_rollouts_locally(env, recorder, buffer, model.n_steps)
             if not complete:

@@ -9,14 +9,13 @@ its policy objective, :meth:`PPOFamilyAlgorithm.policy_loss`, and keeps its
 own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 """
 
-import contextlib
 import functools
 import math
 import multiprocessing as mp
 import numbers
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -34,6 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_apo.common import diagnostics as update_diagnostics
+from sb3_apo.common._torch_compat import without_distribution_validation
 from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
@@ -64,6 +64,32 @@ class NonFiniteObservationError(ValueError):
     The environment returned an observation with inf or NaN, which the policy
     cannot act on. A ``ValueError``, like :class:`NonFiniteLossError`.
     """
+
+
+class _CheckedObservations:
+    """
+    The callback that SB3's ``collect_rollouts`` is given: the rollout's own callback, whose
+    every step first checks the observations the environment just returned. It forwards all
+    else, so that the callbacks see what they would see without it.
+
+    :param callback: the rollout's callback
+    :param check: raises if a step's observations (``new_obs``) are not finite
+    """
+
+    def __init__(self, callback: BaseCallback, check: Callable[[Any], None]):
+        self.callback, self.check = callback, check
+        self.observations: Any = None
+
+    def update_locals(self, locals_: dict[str, Any]) -> None:
+        self.observations = locals_.get("new_obs")
+        self.callback.update_locals(locals_)
+
+    def on_step(self) -> bool:
+        self.check(self.observations)
+        return self.callback.on_step()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.callback, name)
 
 
 @dataclass
@@ -416,15 +442,29 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             "_policy_version",
         ]
 
+    @without_distribution_validation  # the observations are checked instead (sb3_apo/common/_torch_compat.py)
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
-        with self._explain_non_finite_observations():
-            if self.async_rollouts:
-                complete = self._receive_rollout(env, callback, rollout_buffer)
-            else:
-                complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
+        if self.async_rollouts:
+            complete = self._receive_rollout(env, callback, rollout_buffer)
+        else:
+            complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
             self._after_rollout(rollout_buffer)
         return complete
+
+    @without_distribution_validation
+    def _run_sb3_rollout(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """
+        SB3's ``collect_rollouts``, with every observation checked for inf and NaN before the
+        policy acts on it (:meth:`_check_observations`), in place of torch's distribution argument
+        validation, which is off: that check runs once per step, torch's twice per step, slower,
+        and only on what reaches a distribution.
+        """
+        self._check_observations(self._last_obs)  # type: ignore[arg-type]
+        checked = _CheckedObservations(callback, self._check_observations)
+        return OnPolicyAlgorithm.collect_rollouts(self, env, checked, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
 
     def _collect_rollouts_locally(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -437,7 +477,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         1,000 Hopper-v5 steps, against 3.1 ms for copying them out of each step's forward pass
         (``results/speed/micro/``).
         """
-        complete = super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        complete = self._run_sb3_rollout(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
             rollout_buffer.fill_distribution_params(  # type: ignore[attr-defined]
                 lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
@@ -478,6 +518,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
     # ------------------------------------------------------------------ #
     # The loop
     # ------------------------------------------------------------------ #
+    @without_distribution_validation  # the rollout and every loss term are checked instead
     def train(self) -> None:
         """Update the policy on the rollout buffer, as SB3's ``PPO.train()`` does, with ``policy_loss()``."""
         self._check_rollout_is_finite()
@@ -654,27 +695,26 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             f"{self._n_updates + 1} (after {self.num_timesteps} timesteps); the update was not applied: {cause}"
         )
 
-    @contextlib.contextmanager
-    def _explain_non_finite_observations(self) -> Iterator[None]:
+    def _check_observations(self, observations: np.ndarray | dict[str, np.ndarray]) -> None:
         """
-        Turn the error that torch raises when the policy is given inf or NaN observations
-        (``Expected parameter ... found invalid values``) into a :class:`NonFiniteObservationError`
-        that names the cause. Costs nothing unless the rollout fails.
+        Raise :class:`NonFiniteObservationError` if the environment returned inf or NaN in an
+        observation, which the policy cannot act on; integer observations (images) cannot hold them.
+
+        :param observations: one step's observations of every env, an array or a dict of arrays
         """
-        try:
-            yield
-        except ValueError as error:
-            observations = self._last_obs
-            arrays = observations.values() if isinstance(observations, dict) else [observations]
-            numeric = [np.asarray(array) for array in arrays if array is not None]
-            if not any(np.issubdtype(a.dtype, np.number) and not np.isfinite(a).all() for a in numeric):
-                raise
+        arrays = observations.items() if isinstance(observations, dict) else [("", observations)]
+        for key, array in arrays:
+            array = np.asarray(array)
+            if not np.issubdtype(array.dtype, np.inexact) or np.isfinite(array).all():
+                continue
+            env_index = int(np.argwhere(~np.isfinite(array))[0][0])
+            where = f"env {env_index}" + (f", key {key!r}" if key else "")
             raise NonFiniteObservationError(
                 f"{type(self).__name__}: the environment returned non-finite observations (inf or NaN) after "
-                f"{self.num_timesteps} timesteps, which the policy cannot act on. Find the step and the env that "
-                "return them with SB3's VecCheckNan wrapper (stable_baselines3.common.vec_env.VecCheckNan(env, "
-                "raise_exception=True)), and fix the environment (under VecNormalize, check its raw observations)."
-            ) from error
+                f"{self.num_timesteps} timesteps ({where}), which the policy cannot act on. Find the step with SB3's "
+                "VecCheckNan wrapper (stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True)), "
+                "and fix the environment (under VecNormalize, check its raw observations)."
+            )
 
     def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
         # SB3 lets the remaining progress go below 0 on the last update when total_timesteps is not a

@@ -1,0 +1,47 @@
+"""
+The one use of a private attribute of torch in the algorithms.
+
+``torch.distributions`` checks the arguments of every distribution it builds, and the
+samples given to its ``log_prob()``, while ``Distribution`` validation is on (the default
+unless Python runs with ``-O``). SB3's policies build a distribution at every rollout
+step and on every minibatch, so that on Hopper-v5 these checks cost about 2% of SB3's
+PPO's training time (``results/speed/``). The loop checks its inputs itself, once, with
+messages that name the cause (non-finite observations at every step, non-finite rollout
+arrays before each update, non-finite loss terms and gradients on every minibatch), so
+it runs its rollouts and updates with the checks off, as rsl_rl and RLlib do, and puts the
+user's setting back after each of them.
+
+torch offers :meth:`~torch.distributions.Distribution.set_default_validate_args` but no
+getter: the current default is read from the class attribute ``Distribution._validate_args``,
+which torch has kept, with that meaning, since it made validation the default (1.8). Tested
+with torch 2.13 (``.ci/constraints.txt``); ``tests/test_core_inputs.py`` checks it.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch.distributions import Distribution
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def without_distribution_validation(method: Method) -> Method:
+    """
+    Run ``method`` with torch's distribution argument validation off, then restore the
+    default it had (also when ``method`` raises).
+
+    :param method: the function to wrap
+    :return: the wrapped function
+    """
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        previous = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            Distribution.set_default_validate_args(previous)
+
+    return wrapped  # type: ignore[return-value]
