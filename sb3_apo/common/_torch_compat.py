@@ -4,8 +4,8 @@ The one use of a private attribute of torch in the algorithms.
 ``torch.distributions`` checks the arguments of every distribution it builds, and the
 samples given to its ``log_prob()``, while ``Distribution`` validation is on (the default
 unless Python runs with ``-O``). SB3's policies build a distribution at every rollout
-step and on every minibatch, so that on Hopper-v5 these checks cost about 2% of SB3's
-PPO's training time (``results/speed/``). The loop checks its inputs itself, once, with
+step and on every minibatch, so that on Hopper-v5 these checks cost about 3% of SB3's
+PPO's training time (``results/speed/micro/validation.txt``). The loop checks its inputs itself, once, with
 messages that name the cause (non-finite observations at every step, non-finite rollout
 arrays before each update, non-finite loss terms and gradients on every minibatch), so
 it runs its rollouts and updates with the checks off, as rsl_rl and RLlib do, and puts the
