@@ -9,10 +9,19 @@ in each round (mean ± sample std over rounds). The learning rate is 1e-12, belo
 resolution of the weights, so that both policies stay at their initial weights and step the env
 in the same state distribution: the difference is the checks' cost alone.
 
+Then the same for one asynchronous actor's loop (``--actor``): an APO model's collection with
+two actors' split (4 of the 8 envs) and the actor's actions-only forward pass, SB3's
+``collect_rollouts`` alternately with the checks on and off, thread CPU time per step of
+the 4 envs, median over 12 rounds of 4 rollouts each, and the ratio per round.
+
 Run from the repository root: python results/speed/micro/validation.py > results/speed/micro/validation.txt
+and python results/speed/micro/validation.py --actor > results/speed/micro/validation_actor.txt
 """
 
+import functools
+import multiprocessing as mp
 import platform
+import sys
 import time
 from collections import defaultdict
 
@@ -20,8 +29,13 @@ import numpy as np
 import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.distributions import Distribution
+
+from sb3_apo import APO
+from sb3_apo.common.async_rollouts import _actions_only, _StepRecorder, _take_env_shard
+from sb3_apo.common.buffers import anchored_buffer_class
 
 th.set_num_threads(1)
 ROUNDS, STEPS = 12, 8192
@@ -84,5 +98,36 @@ def main() -> None:
     )
 
 
+def actor() -> None:
+    print(f"{platform.machine()}, torch {th.__version__}, 1 thread; thread CPU time; {ROUNDS} rounds of 4 rollouts")
+    env = VecNormalize(make_vec_env("Hopper-v5", n_envs=8, seed=0), norm_obs=True, norm_reward=True)
+    model = APO("MlpPolicy", env, seed=0, **SETTINGS)
+    model._setup_learn(10**9)
+    _take_env_shard(model, [0, 1, 2, 3], 0)  # what the first of two actors keeps
+    model.policy.forward = functools.partial(_actions_only, model.policy)  # the actor's forward pass
+    buffer = anchored_buffer_class(model.observation_space)(
+        model.n_steps, model.observation_space, model.action_space, device="cpu", n_envs=model.n_envs
+    )
+    stop, stop_writer = mp.Pipe()  # the actor stops once the writer end is closed: keep it open
+    per_step = {True: [], False: []}
+    for round_ in range(ROUNDS + 1):
+        for validate in (True, False):
+            Distribution.set_default_validate_args(validate)
+            start = time.thread_time()
+            for _ in range(4):
+                recorder = _StepRecorder(stop)
+                recorder.init_callback(model)
+                OnPolicyAlgorithm.collect_rollouts(model, model.env, recorder, buffer, model.n_steps)
+            if round_ > 0:  # the first round warms up
+                per_step[validate].append((time.thread_time() - start) / (4 * model.n_steps) * 1e6)
+    Distribution.set_default_validate_args(True)
+    on, off = np.array(per_step[True]), np.array(per_step[False])
+    ratio = on / off
+    print(
+        f"one actor's loop (4 envs): validation on {np.median(on):.0f}, off {np.median(off):.0f} us per step; "
+        f"on / off {ratio.mean():.3f} ± {ratio.std(ddof=1):.3f}"
+    )
+
+
 if __name__ == "__main__":
-    main()
+    actor() if "--actor" in sys.argv else main()
