@@ -323,24 +323,31 @@ def test_non_finite_observations_name_the_env_and_key(async_rollouts):
         assert "NonFiniteObservationError" in str(error.value)
 
 
+@pytest.mark.parametrize("async_rollouts", [False, True])
 @pytest.mark.parametrize("default", [True, False])
-def test_the_users_distribution_validation_setting_is_kept(default):
-    """Rollouts and updates run without torch's argument checks; the user's default is restored after each."""
-    seen = []
+def test_the_users_distribution_validation_setting_is_kept(default, async_rollouts):
+    """The loop's own policy calls run without torch's argument checks; callbacks and all else keep the user's setting."""
+    in_callbacks, in_the_loop = [], []
 
     class RecordsTheSetting(BaseCallback):
+        def _on_rollout_start(self):
+            in_callbacks.append(TorchDistribution._validate_args)
+
         def _on_step(self):
-            seen.append(TorchDistribution._validate_args)
+            in_callbacks.append(TorchDistribution._validate_args)
             return True
 
     previous = TorchDistribution._validate_args
     TorchDistribution.set_default_validate_args(default)
     try:
-        APO("MlpPolicy", "Pendulum-v1", **SMALL).learn(64, callback=RecordsTheSetting())
+        model = APO("MlpPolicy", "Pendulum-v1", async_rollouts=async_rollouts, **SMALL)
+        model.policy.action_net.register_forward_hook(lambda *_: in_the_loop.append(TorchDistribution._validate_args))
+        model.learn(96, callback=RecordsTheSetting())
         assert TorchDistribution._validate_args is default
     finally:
         TorchDistribution.set_default_validate_args(previous)
-    assert seen and not any(seen)
+    assert in_callbacks and all(setting is default for setting in in_callbacks)
+    assert in_the_loop and not any(in_the_loop)  # the learner's rollouts (sync) or evaluations (async), and its updates
 
 
 def test_distribution_validation_is_restored_when_the_wrapped_method_raises():

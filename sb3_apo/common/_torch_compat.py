@@ -8,8 +8,8 @@ step and on every minibatch, so that on Hopper-v5 these checks cost about 3% of 
 PPO's training time (``results/speed/micro/validation.txt``). The loop checks its inputs itself, once, with
 messages that name the cause (non-finite observations at every step, non-finite rollout
 arrays before each update, non-finite loss terms and gradients on every minibatch), so
-it runs its rollouts and updates with the checks off, as rsl_rl and RLlib do, and puts the
-user's setting back after each of them.
+it runs its rollouts and updates with the checks off, as rsl_rl and RLlib do; the user's
+setting applies again in the callbacks a rollout calls, and after each rollout and update.
 
 torch offers :meth:`~torch.distributions.Distribution.set_default_validate_args` but no
 getter: the current default is read from the class attribute ``Distribution._validate_args``,
@@ -17,8 +17,9 @@ which torch has kept, with that meaning, since it made validation the default (1
 with torch 2.13 (``.ci/constraints.txt``); ``tests/test_core_inputs.py`` checks it.
 """
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from torch.distributions import Distribution
@@ -26,10 +27,26 @@ from torch.distributions import Distribution
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
+@contextlib.contextmanager
+def distribution_validation(enabled: bool) -> Iterator[bool]:
+    """
+    Set torch's default distribution argument validation for the block, then restore the
+    default it had (also when the block raises).
+
+    :param enabled: the setting within the block
+    :return: (as the ``with`` target) the setting before the block, the user's
+    """
+    previous = bool(Distribution._validate_args)
+    Distribution.set_default_validate_args(enabled)
+    try:
+        yield previous
+    finally:
+        Distribution.set_default_validate_args(previous)
+
+
 def without_distribution_validation(method: Method) -> Method:
     """
-    Run ``method`` with torch's distribution argument validation off, then restore the
-    default it had (also when ``method`` raises).
+    Run ``method`` with torch's distribution argument validation off (:func:`distribution_validation`).
 
     :param method: the function to wrap
     :return: the wrapped function
@@ -37,11 +54,7 @@ def without_distribution_validation(method: Method) -> Method:
 
     @functools.wraps(method)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        previous = Distribution._validate_args
-        Distribution.set_default_validate_args(False)
-        try:
+        with distribution_validation(False):
             return method(*args, **kwargs)
-        finally:
-            Distribution.set_default_validate_args(previous)
 
     return wrapped  # type: ignore[return-value]

@@ -415,11 +415,12 @@ def _actor_main(
             model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
             recorder = _StepRecorder(stop)
             recorder.init_callback(model)
+            checked = model._rollout_callback(recorder, validate_args=False)
             started = time.perf_counter()
             if deferred:
-                complete = model._run_sb3_rollout(env, recorder, buffer, model.n_steps)
+                complete = model._run_sb3_rollout(env, checked, buffer, model.n_steps)
             else:
-                complete = model._collect_rollouts_locally(env, recorder, buffer, model.n_steps)
+                complete = model._collect_rollouts_locally(env, checked, buffer, model.n_steps)
             if not complete:
                 return  # asked to stop
             last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic

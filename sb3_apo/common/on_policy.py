@@ -33,7 +33,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_apo.common import diagnostics as update_diagnostics
-from sb3_apo.common._torch_compat import without_distribution_validation
+from sb3_apo.common._torch_compat import distribution_validation, without_distribution_validation
 from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
@@ -66,18 +66,22 @@ class NonFiniteObservationError(ValueError):
     """
 
 
-class _CheckedObservations:
+class _RolloutCallback:
     """
-    The callback that SB3's ``collect_rollouts`` is given: the rollout's own callback, whose
-    every step first checks the observations the environment just returned. It forwards all
-    else, so that the callbacks see what they would see without it.
+    The callback that a rollout (SB3's ``collect_rollouts``, or the replay of an asynchronous
+    rollout) is given: the rollout's own callback, whose every step first checks the
+    observations the environment just returned, and whose calls run with the user's setting of
+    torch's distribution argument validation, which the rollout itself runs without
+    (``sb3_apo/common/_torch_compat.py``). It forwards all else, so that the callbacks see
+    what they would see without it.
 
     :param callback: the rollout's callback
     :param check: raises if a step's observations (``new_obs``) are not finite
+    :param validate_args: the validation setting the callbacks run with
     """
 
-    def __init__(self, callback: BaseCallback, check: Callable[[Any], None]):
-        self.callback, self.check = callback, check
+    def __init__(self, callback: BaseCallback, check: Callable[[Any], None], validate_args: bool):
+        self.callback, self.check, self.validate_args = callback, check, validate_args
         self.observations: Any = None
 
     def update_locals(self, locals_: dict[str, Any]) -> None:
@@ -86,7 +90,16 @@ class _CheckedObservations:
 
     def on_step(self) -> bool:
         self.check(self.observations)
-        return self.callback.on_step()
+        with distribution_validation(self.validate_args):
+            return self.callback.on_step()
+
+    def on_rollout_start(self) -> None:
+        with distribution_validation(self.validate_args):
+            self.callback.on_rollout_start()
+
+    def on_rollout_end(self) -> None:
+        with distribution_validation(self.validate_args):
+            self.callback.on_rollout_end()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.callback, name)
@@ -442,29 +455,38 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             "_policy_version",
         ]
 
-    @without_distribution_validation  # the observations are checked instead (sb3_apo/common/_torch_compat.py)
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
-        if self.async_rollouts:
-            complete = self._receive_rollout(env, callback, rollout_buffer)
-        else:
-            complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
-        if complete:
-            self._after_rollout(rollout_buffer)
+        # Without torch's distribution argument checks but in the callbacks: every observation is
+        # checked instead (sb3_apo/common/_torch_compat.py)
+        with distribution_validation(False) as users_setting:
+            callback = self._rollout_callback(callback, users_setting)
+            if self.async_rollouts:
+                complete = self._receive_rollout(env, callback, rollout_buffer)
+            else:
+                complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
+            if complete:
+                self._after_rollout(rollout_buffer)
         return complete
 
-    @without_distribution_validation
+    def _rollout_callback(self, callback: BaseCallback, validate_args: bool) -> BaseCallback:
+        """
+        ``callback`` as a rollout is to be given it: checking every step's observations for inf and
+        NaN before the policy acts on them (:meth:`_check_observations`), in place of torch's
+        distribution argument validation, which runs twice per step, costs more and sees only what
+        reaches a distribution; and calling the callback with ``validate_args`` as that validation's
+        setting (the user's).
+
+        :param callback: the rollout's callback
+        :param validate_args: the setting of torch's distribution argument validation in the callback's calls
+        """
+        return _RolloutCallback(callback, self._check_observations, validate_args)  # type: ignore[return-value]
+
     def _run_sb3_rollout(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
-        """
-        SB3's ``collect_rollouts``, with every observation checked for inf and NaN before the
-        policy acts on it (:meth:`_check_observations`), in place of torch's distribution argument
-        validation, which is off: that check runs once per step, torch's twice per step, slower,
-        and only on what reaches a distribution.
-        """
+        """SB3's ``collect_rollouts``, given a :meth:`_rollout_callback`, which checks the observations after the first."""
         self._check_observations(self._last_obs)  # type: ignore[arg-type]
-        checked = _CheckedObservations(callback, self._check_observations)
-        return OnPolicyAlgorithm.collect_rollouts(self, env, checked, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
+        return OnPolicyAlgorithm.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)
 
     def _collect_rollouts_locally(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
