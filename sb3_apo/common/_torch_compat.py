@@ -14,7 +14,7 @@ setting applies again in the callbacks a rollout calls, and after each rollout a
 torch offers :meth:`~torch.distributions.Distribution.set_default_validate_args` but no
 getter: the current default is read from the class attribute ``Distribution._validate_args``,
 which torch has kept, with that meaning, since it made validation the default (1.8). Tested
-with torch 2.13 (``.ci/constraints.txt``); ``tests/test_core_inputs.py`` checks it.
+with torch 2.13 (``.ci/constraints.txt``); ``tests/test_hardening_api.py`` checks it.
 """
 
 import contextlib
