@@ -323,6 +323,26 @@ def test_non_finite_observations_name_the_env_and_key(async_rollouts):
         assert "NonFiniteObservationError" in str(error.value)
 
 
+class NaNWhenTruncated(gym.Wrapper):
+    """Returns a NaN observation on the step that truncates the episode: the terminal observation that SB3 bootstraps from."""
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if truncated and not terminated:
+            observation = np.full_like(observation, math.nan)
+        return observation, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("async_rollouts", [False, True])
+def test_a_non_finite_terminal_observation_is_named_before_it_is_bootstrapped(async_rollouts):
+    # Without the check, the NaN would reach the reward through the timeout bootstrap and be blamed on it.
+    env = DummyVecEnv([lambda: NaNWhenTruncated(gym.make("Pendulum-v1", max_episode_steps=20))])
+    model = APO("MlpPolicy", env, async_rollouts=async_rollouts, **SMALL)
+    expected = RolloutActorError if async_rollouts else NonFiniteObservationError
+    with pytest.raises(expected, match=r"non-finite observations .*\(the terminal observation of env 0, which bootstraps"):
+        model.learn(64)
+
+
 @pytest.mark.parametrize("async_rollouts", [False, True])
 @pytest.mark.parametrize("default", [True, False])
 def test_the_users_distribution_validation_setting_is_kept(default, async_rollouts):

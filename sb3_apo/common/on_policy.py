@@ -76,20 +76,27 @@ class _RolloutCallback:
     what they would see without it.
 
     :param callback: the rollout's callback
-    :param check: raises if a step's observations (``new_obs``) are not finite
+    :param check: raises if a step's observations (``new_obs``) are not finite; called as
+        ``check(observation, env_index)`` for the terminal observation of a truncated episode,
+        which SB3's loop bootstraps from
     :param validate_args: the validation setting the callbacks run with
     """
 
-    def __init__(self, callback: BaseCallback, check: Callable[[Any], None], validate_args: bool):
+    def __init__(self, callback: BaseCallback, check: Callable[..., None], validate_args: bool):
         self.callback, self.check, self.validate_args = callback, check, validate_args
-        self.observations: Any = None
+        self.step_locals: dict[str, Any] = {}
 
     def update_locals(self, locals_: dict[str, Any]) -> None:
-        self.observations = locals_.get("new_obs")
+        self.step_locals = locals_
         self.callback.update_locals(locals_)
 
     def on_step(self) -> bool:
-        self.check(self.observations)
+        self.check(self.step_locals["new_obs"])
+        dones, infos = self.step_locals["dones"], self.step_locals["infos"]
+        for env_index in np.flatnonzero(dones):  # the terminal observations that SB3's loop will bootstrap from
+            terminal = infos[env_index].get("terminal_observation")
+            if terminal is not None and infos[env_index].get("TimeLimit.truncated", False):
+                self.check(terminal, int(env_index))
         with distribution_validation(self.validate_args):
             return self.callback.on_step()
 
@@ -717,20 +724,27 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             f"{self._n_updates + 1} (after {self.num_timesteps} timesteps); the update was not applied: {cause}"
         )
 
-    def _check_observations(self, observations: np.ndarray | dict[str, np.ndarray]) -> None:
+    def _check_observations(
+        self, observations: np.ndarray | dict[str, np.ndarray], terminal_of_env: int | None = None
+    ) -> None:
         """
         Raise :class:`NonFiniteObservationError` if the environment returned inf or NaN in an
         observation, which the policy cannot act on; integer observations (images) cannot hold them.
 
         :param observations: one step's observations of every env, an array or a dict of arrays
+            (the env first); or, with ``terminal_of_env``, one env's terminal observation
+        :param terminal_of_env: the env whose terminal observation ``observations`` is
         """
         arrays = observations.items() if isinstance(observations, dict) else [("", observations)]
         for key, array in arrays:
             array = np.asarray(array)
             if not np.issubdtype(array.dtype, np.inexact) or np.isfinite(array).all():
                 continue
-            env_index = int(np.argwhere(~np.isfinite(array))[0][0])
-            where = f"env {env_index}" + (f", key {key!r}" if key else "")
+            if terminal_of_env is None:
+                where = f"env {int(np.argwhere(~np.isfinite(array))[0][0])}"
+            else:
+                where = f"the terminal observation of env {terminal_of_env}, which bootstraps its truncated episode"
+            where += f", key {key!r}" if key else ""
             raise NonFiniteObservationError(
                 f"{type(self).__name__}: the environment returned non-finite observations (inf or NaN) after "
                 f"{self.num_timesteps} timesteps ({where}), which the policy cannot act on. Find the step with SB3's "
