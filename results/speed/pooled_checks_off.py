@@ -1,0 +1,61 @@
+"""
+The speed ratios of every run since the loop stopped paying torch's distribution argument
+checks (code 293610d and later), pooled: each round's ratio of steps/s to SB3's PPO in the
+same round (and async APO's to sync APO's), over all rounds of all runs, with the mean, the
+sample std, the median, the share of rounds at or above the target, and a 95% bootstrap
+interval of the mean (scipy.stats.bootstrap, BCa, 10,000 resamples, seed 0).
+
+Run from the repository root: python results/speed/pooled_checks_off.py > results/speed/pooled_checks_off.txt
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+RUNS = ["checks_off", "checks_off_equal_states", "checks_off_actors", "checks_off_dfb26b8", "checks_off_eaa0378"]
+ASYNC = "apo:async_rollouts=True,n_actors=2"
+#: (numerator, denominator, target)
+RATIOS = {
+    "APO / SB3 PPO": ("apo", "ppo", 0.97),
+    "PPOPenalty / SB3 PPO": ("ppo_penalty", "ppo", 0.99),
+    "SPO / SB3 PPO": ("spo", "ppo", 0.99),
+    "async APO, 2 actors / SB3 PPO": (ASYNC, "ppo", 1.4),
+    "async APO, 2 actors / sync APO": (ASYNC, "apo", 1.35),
+}
+
+
+def main() -> None:
+    folder = Path(__file__).parent
+    rows = []
+    for run in RUNS:
+        rates = pd.read_csv(folder / run / "speed.csv").pivot(index="round", columns="contender", values="steps_per_s")
+        for name, (numerator, denominator, _) in RATIOS.items():
+            if numerator in rates and denominator in rates:
+                for value in rates[numerator] / rates[denominator]:
+                    rows.append({"ratio": name, "run": run, "value": value})
+    ratios = pd.DataFrame(rows)
+    print(f"runs: {', '.join(RUNS)} (results/speed/<run>/speed.csv)")
+    table = []
+    for name, (_, _, target) in RATIOS.items():
+        values = ratios.loc[ratios.ratio == name, "value"].to_numpy()
+        interval = stats.bootstrap((values,), np.mean, n_resamples=10_000, method="BCa", random_state=0).confidence_interval
+        table.append(
+            {
+                "ratio": name,
+                "runs": ratios.loc[ratios.ratio == name, "run"].nunique(),
+                "rounds": len(values),
+                "mean": values.mean(),
+                "std": values.std(ddof=1),
+                "median": np.median(values),
+                "95% interval of the mean": f"[{interval.low:.3f}, {interval.high:.3f}]",
+                "target": target,
+                "rounds at or above it": f"{(values >= target).sum()} of {len(values)}",
+            }
+        )
+    print(pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"))
+
+
+if __name__ == "__main__":
+    main()
