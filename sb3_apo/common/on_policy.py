@@ -9,6 +9,7 @@ its policy objective, :meth:`PPOFamilyAlgorithm.policy_loss`, and keeps its
 own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 """
 
+import contextlib
 import functools
 import math
 import multiprocessing as mp
@@ -86,6 +87,10 @@ class _RolloutCallback:
         self.callback, self.check, self.validate_args = callback, check, validate_args
         self.step_locals: dict[str, Any] = {}
 
+    def _users_setting(self) -> contextlib.AbstractContextManager[Any]:
+        # The rollout runs with validation off: only a user who has it on needs a switch
+        return distribution_validation(True) if self.validate_args else contextlib.nullcontext()
+
     def update_locals(self, locals_: dict[str, Any]) -> None:
         self.step_locals = locals_
         self.callback.update_locals(locals_)
@@ -97,15 +102,15 @@ class _RolloutCallback:
             terminal = infos[env_index].get("terminal_observation")
             if terminal is not None and infos[env_index].get("TimeLimit.truncated", False):
                 self.check(terminal, int(env_index))
-        with distribution_validation(self.validate_args):
+        with self._users_setting():
             return self.callback.on_step()
 
     def on_rollout_start(self) -> None:
-        with distribution_validation(self.validate_args):
+        with self._users_setting():
             self.callback.on_rollout_start()
 
     def on_rollout_end(self) -> None:
-        with distribution_validation(self.validate_args):
+        with self._users_setting():
             self.callback.on_rollout_end()
 
     def __getattr__(self, name: str) -> Any:
