@@ -8,6 +8,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import make_proba_distribution
+from torch.distributions import Normal
 
 from sb3_apo.apo.parity import parity_anchors
 from sb3_apo.common.adaptive import adapt_penalty_coef
@@ -114,28 +115,38 @@ def test_apo_box_monte_carlo_converges_to_the_analytic_chi2():
     assert np.mean(few) == pytest.approx(exact, rel=0.05)
 
 
+def gaussian_policy(loc: th.Tensor, scale: th.Tensor) -> SimpleNamespace:
+    """What the anchor penalty reads of an SB3 diagonal-Gaussian distribution: its torch ``Normal``."""
+    return SimpleNamespace(distribution=Normal(loc, scale, validate_args=False))
+
+
 def test_fused_gaussian_anchor_penalty_matches_the_anchor_set_and_autograd():
     # The loss's one-node form (DiagGaussianMath.anchor_penalty) against the AnchorSet the diagnostics use,
     # on the same draws: equal values and gradients, also where far-out anchors hit the log-ratio clamp.
     math_ = DiagGaussianMath(3)
     old = th.cat([th.randn(64, 3, generator=generator(1)), 0.5 + th.rand(64, 3, generator=generator(2))], dim=1)
-    new = (old + 0.2 * th.randn(64, 6, generator=generator(3))).abs().requires_grad_()
-    with th.no_grad():
-        new[0, 3:] = 1e-3  # a state whose new scale is tiny: its anchors' log-ratios are clamped
-    fused = math_.anchor_penalty(old, new, None, 4, generator(7))
-    (fused_grad,) = th.autograd.grad(fused, new)
-    reference = math_.anchors(old, new, None, 4, generator(7)).chi2_penalty()
-    (reference_grad,) = th.autograd.grad(reference, new)
+    new = (old + 0.2 * th.randn(64, 6, generator=generator(3))).abs()
+    new[0, 3:] = 1e-3  # a state whose new scale is tiny: its anchors' log-ratios are clamped
+    loc, scale = (half.clone().requires_grad_() for half in new.chunk(2, dim=1))
+    fused = math_.anchor_penalty(old, gaussian_policy(loc, scale), None, 4, generator(7))
+    fused_grads = th.autograd.grad(fused, (loc, scale))
+    reference = math_.anchors(old, th.cat([loc, scale], dim=1), None, 4, generator(7)).chi2_penalty()
+    reference_grads = th.autograd.grad(reference, (loc, scale))
     assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
-    assert th.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-7)
-    assert (fused_grad[0] == 0).all()  # every anchor of state 0 is clamped, as clamp() has no gradient there
+    for fused_grad, reference_grad in zip(fused_grads, reference_grads, strict=True):
+        assert th.allclose(fused_grad, reference_grad, rtol=1e-4, atol=1e-7)
+        assert (fused_grad[0] == 0).all()  # every anchor of state 0 is clamped, as clamp() has no gradient there
+        assert (fused_grad[1:] != 0).any()
     # in float64, against finite differences (unclamped: the clamp is not differentiable at its edges)
-    old64, new64 = old.double(), (old.double() + 0.1).requires_grad_()
+    old64 = old.double()
+    loc64, scale64 = (half.requires_grad_() for half in (old64 + 0.1).chunk(2, dim=1))
     noise = th.randn((3, 64, 3), generator=generator(5), dtype=th.float64)
-    assert th.autograd.gradcheck(lambda params: _SampledGaussianAnchorPenalty.apply(params, old64, noise), (new64,))
+    assert th.autograd.gradcheck(
+        lambda loc_, scale_: _SampledGaussianAnchorPenalty.apply(loc_, scale_, old64, noise), (loc64, scale64)
+    )
     # with a differentiable pi_old it falls back to the autograd form
     old_with_grad = old.clone().requires_grad_()
-    penalty = math_.anchor_penalty(old_with_grad, new, None, 4, generator(7))
+    penalty = math_.anchor_penalty(old_with_grad, gaussian_policy(loc, scale), None, 4, generator(7))
     assert th.autograd.grad(penalty, old_with_grad)[0].abs().sum() > 0
 
 

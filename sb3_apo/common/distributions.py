@@ -121,16 +121,20 @@ class DistributionMath(ABC):
     def anchor_penalty(
         self,
         old_params: th.Tensor,
-        new_params: th.Tensor,
+        distribution: Distribution,
         actions: th.Tensor,
         n_anchor_actions: int,
         generator: th.Generator | None,
     ) -> th.Tensor:
         """
-        APO's anchor penalty on a minibatch, the scalar ``anchors(...).chi2_penalty()`` (same
-        parameters as :meth:`anchors`); a family may compute it and its gradient faster, from the
-        same random draws.
+        APO's anchor penalty on a minibatch, the scalar ``anchors(...).chi2_penalty()`` with ``pi``'s
+        parameters ``params(distribution)``. It takes ``pi``'s SB3 distribution rather than its flat
+        parameters so that a family can compute the penalty and its gradient faster, from the same
+        random draws and without concatenating the parameters (other arguments: :meth:`anchors`).
+
+        :param distribution: ``pi``'s SB3 distribution on the minibatch's states (with gradient)
         """
+        new_params = self.params(distribution)
         return self.anchors(old_params, new_params, actions, n_anchor_actions, generator).chi2_penalty()
 
     @abstractmethod
@@ -195,11 +199,12 @@ class DiagGaussianMath(DistributionMath):
         weight = th.full_like(log_ratio, 1.0 / n_anchor_actions)
         return AnchorSet(clamp_log_ratio(log_ratio), weight, th.ones_like(log_ratio, dtype=th.bool))
 
-    def anchor_penalty(self, old_params, new_params, actions, n_anchor_actions, generator) -> th.Tensor:
+    def anchor_penalty(self, old_params, distribution, actions, n_anchor_actions, generator) -> th.Tensor:
         if old_params.requires_grad:  # the fused form differentiates through pi only
-            return super().anchor_penalty(old_params, new_params, actions, n_anchor_actions, generator)
-        noise = self._draw_noise(old_params.chunk(2, dim=-1)[0], n_anchor_actions, generator)  # the draws of anchors()
-        return _SampledGaussianAnchorPenalty.apply(new_params, old_params, noise)
+            return super().anchor_penalty(old_params, distribution, actions, n_anchor_actions, generator)
+        normal = distribution.distribution
+        noise = self._draw_noise(normal.loc, n_anchor_actions, generator)  # the draws of anchors()
+        return _SampledGaussianAnchorPenalty.apply(normal.loc, normal.scale, old_params, noise)
 
     def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
         # Per dimension, with q = sigma^2 / sigma_old^2 and z = (mu - mu_old) / sigma_old (spec section 6):
@@ -228,17 +233,17 @@ class DiagGaussianMath(DistributionMath):
 
 # At minibatch sizes (hundreds of states, a few action dimensions) a torch op costs its overhead,
 # not its arithmetic, and each differentiable op adds a node that the backward pass walks. APO's
-# sampled anchor penalty, about twenty such ops, is therefore one autograd Function with its
-# gradient written out: 300 against 438 us per minibatch of 512 on Hopper-v5, forward and
-# backward (results/speed/micro/). The same treatment of the Gaussian KL saved nothing
-# measurable, so it stays a plain closed form. tests/test_core_maths.py checks the Function
-# against autograd (gradcheck).
+# sampled anchor penalty, about thirty such ops, is therefore one autograd Function with its
+# gradient written out, fed with pi's loc and scale as the distribution holds them (no
+# concatenation, whose slices the backward pass would walk too); results/speed/micro/ measures it
+# in an update's minibatch. The same treatment of the Gaussian KL saved nothing measurable, so it
+# stays a plain closed form. tests/test_core_maths.py checks the Function against autograd (gradcheck).
 
 
 class _SampledGaussianAnchorPenalty(th.autograd.Function):
     """
     APO's Monte Carlo anchor penalty ``P = 1/2 * mean_{k,s} (r_k(s) - 1)^2`` over the anchors
-    ``a'_k = mu_old + sigma_old * noise_k``, the gradient flowing to ``pi``'s parameters only.
+    ``a'_k = mu_old + sigma_old * noise_k``, the gradient flowing to ``pi``'s ``mu`` and ``sigma`` only.
     With ``u = (a' - mu) / sigma`` (the anchor standardised under ``pi``) and ``N = K * batch``::
 
         log r = sum_d (noise^2 - u^2) / 2 + log(sigma_old / sigma)      (clamped to +-LOG_RATIO_LIMIT)
@@ -247,24 +252,28 @@ class _SampledGaussianAnchorPenalty(th.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, new_params: th.Tensor, old_params: th.Tensor, noise: th.Tensor) -> th.Tensor:
+    def forward(ctx: Any, loc: th.Tensor, scale: th.Tensor, old_params: th.Tensor, noise: th.Tensor) -> th.Tensor:
         old_loc, old_scale = old_params.chunk(2, dim=-1)
-        new_loc, new_scale = new_params.chunk(2, dim=-1)
-        standardised = (old_loc + old_scale * noise - new_loc) / new_scale  # (K, batch, action_dim)
-        log_ratio = (0.5 * (noise**2 - standardised**2) + th.log(old_scale / new_scale)).sum(dim=-1)  # (K, batch)
-        unclamped = log_ratio.abs() <= LOG_RATIO_LIMIT
-        ratio = th.exp(clamp_log_ratio(log_ratio))
-        ctx.save_for_backward(new_scale, standardised, ratio, unclamped)
-        return 0.5 * ((ratio - 1.0) ** 2).mean()
+        inverse_scale = scale.reciprocal()
+        standardised = th.addcmul(old_loc - loc, old_scale, noise).mul_(inverse_scale)  # u, (K, batch, action_dim)
+        log_scale_ratio = th.log(old_scale * inverse_scale).sum(dim=-1)  # (batch,), the same for every anchor
+        log_ratio = (noise.square() - standardised.square()).sum(dim=-1).mul_(0.5).add_(log_scale_ratio)  # (K, batch)
+        clamped = clamp_log_ratio(log_ratio)
+        ratio = th.exp(clamped)
+        ratio_minus_one = ratio - 1.0
+        # dP/dlog r without its 1/N, zero where the clamp is active
+        ctx.save_for_backward(inverse_scale, standardised, ratio * ratio_minus_one * (clamped == log_ratio))
+        return 0.5 * ratio_minus_one.square().mean()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_penalty: th.Tensor) -> tuple[th.Tensor, None, None]:
-        new_scale, standardised, ratio, unclamped = ctx.saved_tensors
-        grad_log_ratio = (grad_penalty / ratio.numel() * ratio * (ratio - 1.0) * unclamped).unsqueeze(-1)
-        grad_loc = (grad_log_ratio * standardised).sum(dim=0) / new_scale
-        grad_scale = (grad_log_ratio * (standardised**2 - 1.0)).sum(dim=0) / new_scale
-        return th.cat([grad_loc, grad_scale], dim=-1), None, None
+    def backward(ctx: Any, grad_penalty: th.Tensor) -> tuple[th.Tensor, th.Tensor, None, None]:
+        inverse_scale, standardised, grad_log_ratio = ctx.saved_tensors
+        grad_log_ratio = (grad_log_ratio * (grad_penalty / grad_log_ratio.numel())).unsqueeze(-1)
+        grad_u = grad_log_ratio * standardised  # dP/dlog r * u, (K, batch, action_dim)
+        grad_loc = grad_u.sum(dim=0).mul_(inverse_scale)
+        grad_scale = (grad_u * standardised - grad_log_ratio).sum(dim=0).mul_(inverse_scale)
+        return grad_loc, grad_scale, None, None
 
 
 class CategoricalMath(DistributionMath):

@@ -174,7 +174,9 @@ class Minibatch:
     @functools.cached_property
     def anchor_penalty(self) -> th.Tensor:
         """APO's penalty ``anchors.chi2_penalty()``, from the same draws, by the family's fastest form."""
-        return self.math.anchor_penalty(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
+        return self.math.anchor_penalty(
+            self.old_params, self.distribution, self.actions, self.n_anchor_actions, self.generator
+        )
 
 
 def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
