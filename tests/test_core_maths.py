@@ -196,6 +196,9 @@ def test_exact_kl_matches_torch_for_every_family():
             expected = expected.sum(-1) if expected.dim() == 2 else expected
         assert th.allclose(kl, expected, atol=1e-5), space
         assert th.allclose(math_.kl(p, p), th.zeros(4), atol=1e-6)
+        # the loop's form, to pi's SB3 distribution (for Box, its loc and scale without a concatenation)
+        q_distribution = gaussian_policy(*q.chunk(2, dim=1)) if isinstance(space, spaces.Box) else dist_q
+        assert th.allclose(math_.kl_to(p, q_distribution), kl, atol=1e-6), space
 
 
 def test_far_out_anchor_cannot_overflow():

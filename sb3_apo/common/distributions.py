@@ -98,6 +98,13 @@ class DistributionMath(ABC):
     def kl(self, p_params: th.Tensor, q_params: th.Tensor) -> th.Tensor:
         """The exact ``KL(p || q)`` per state, summed over action dimensions: ``(batch,)``."""
 
+    def kl_to(self, p_params: th.Tensor, distribution: Distribution) -> th.Tensor:
+        """
+        ``kl(p_params, params(distribution))``: the exact ``KL(p || q)`` per state to an SB3
+        distribution ``q``, which a family may compute without concatenating ``q``'s parameters.
+        """
+        return self.kl(p_params, self.params(distribution))
+
     @abstractmethod
     def anchors(
         self,
@@ -173,11 +180,17 @@ class DiagGaussianMath(DistributionMath):
 
     # Closed forms on the parameters: no torch.distributions objects (and their argument
     # validation) in the minibatch loop.
-    def kl(self, p_params: th.Tensor, q_params: th.Tensor) -> th.Tensor:
-        p_loc, p_scale = p_params.chunk(2, dim=-1)
-        q_loc, q_scale = q_params.chunk(2, dim=-1)
+    @staticmethod
+    def _kl(p_loc: th.Tensor, p_scale: th.Tensor, q_loc: th.Tensor, q_scale: th.Tensor) -> th.Tensor:
         variance_ratio = (p_scale / q_scale) ** 2
         return 0.5 * (variance_ratio + ((p_loc - q_loc) / q_scale) ** 2 - 1.0 - th.log(variance_ratio)).sum(dim=-1)
+
+    def kl(self, p_params: th.Tensor, q_params: th.Tensor) -> th.Tensor:
+        return self._kl(*p_params.chunk(2, dim=-1), *q_params.chunk(2, dim=-1))
+
+    def kl_to(self, p_params: th.Tensor, distribution: Distribution) -> th.Tensor:
+        normal = distribution.distribution
+        return self._kl(*p_params.chunk(2, dim=-1), normal.loc, normal.scale)
 
     @staticmethod
     def _draw_noise(old_loc: th.Tensor, n_anchor_actions: int, generator: th.Generator | None) -> th.Tensor:

@@ -164,7 +164,7 @@ class Minibatch:
     @functools.cached_property
     def kl(self) -> th.Tensor:
         """Exact ``KL(pi_old(.|s) || pi(.|s))`` per state."""
-        return self.math.kl(self.old_params, self.new_params)
+        return self.math.kl_to(self.old_params, self.distribution)
 
     @functools.cached_property
     def anchors(self) -> AnchorSet:
