@@ -370,6 +370,42 @@ def test_the_users_distribution_validation_setting_is_kept(default, async_rollou
     assert in_the_loop and not any(in_the_loop)  # the learner's rollouts (sync) or evaluations (async), and its updates
 
 
+@pytest.mark.parametrize("async_rollouts", [False, True])
+def test_rollouts_run_in_inference_mode_and_callbacks_can_train_a_module(async_rollouts):
+    """SB3's policy calls in a rollout run in torch's inference mode, callbacks as in SB3's loop (autograd works)."""
+    in_the_loop = []
+
+    class FitsAModule(BaseCallback):  # as a curiosity bonus would, on the observations
+        def _init_callback(self):
+            self.module = th.nn.Linear(3, 1)
+            self.optimizer = th.optim.SGD(self.module.parameters(), lr=0.01)
+            self.fits = 0
+
+        def _fit(self, observations):
+            assert not th.is_inference_mode_enabled() and th.is_grad_enabled()
+            loss = self.module(th.as_tensor(observations, dtype=th.float32)).pow(2).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            self.fits += 1
+
+        def _on_rollout_start(self):
+            self._fit(np.ones((4, 3)))
+
+        def _on_step(self):
+            self._fit(self.locals["new_obs"])
+            return True
+
+    model = APO("MlpPolicy", "Pendulum-v1", async_rollouts=async_rollouts, **SMALL)
+    model.policy.action_net.register_forward_hook(lambda *_: in_the_loop.append(th.is_inference_mode_enabled()))
+    callback = FitsAModule()
+    model.learn(96, callback=callback)
+    assert callback.fits > 96 // SMALL["n_steps"]
+    if not async_rollouts:  # (the actors' rollouts run in another process)
+        assert any(in_the_loop), "the rollouts' policy calls ran outside inference mode"
+    assert not all(in_the_loop)  # the updates record gradients
+
+
 def test_distribution_validation_is_restored_when_the_wrapped_method_raises():
     def fails():
         assert not TorchDistribution._validate_args

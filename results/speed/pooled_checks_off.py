@@ -6,8 +6,10 @@ sample std, the median, the share of rounds at or above the target, and a 95% bo
 interval of the mean (scipy.stats.bootstrap, BCa, 10,000 resamples, seed 0).
 
 Run from the repository root: python results/speed/pooled_checks_off.py > results/speed/pooled_checks_off.txt
+Other runs, e.g. one at later code: python results/speed/pooled_checks_off.py slim_f199cbb
 """
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +29,24 @@ RATIOS = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", default=RUNS, help="folders under results/speed/ (default: the five runs)")
+    runs = parser.parse_args().runs
     folder = Path(__file__).parent
     rows = []
-    for run in RUNS:
+    for run in runs:
         rates = pd.read_csv(folder / run / "speed.csv").pivot(index="round", columns="contender", values="steps_per_s")
         for name, (numerator, denominator, _) in RATIOS.items():
             if numerator in rates and denominator in rates:
                 for value in rates[numerator] / rates[denominator]:
                     rows.append({"ratio": name, "run": run, "value": value})
     ratios = pd.DataFrame(rows)
-    print(f"runs: {', '.join(RUNS)} (results/speed/<run>/speed.csv)")
+    print(f"runs: {', '.join(runs)} (results/speed/<run>/speed.csv)")
     table = []
     for name, (_, _, target) in RATIOS.items():
         values = ratios.loc[ratios.ratio == name, "value"].to_numpy()
+        if len(values) < 2:  # a ratio of contenders these runs did not measure
+            continue
         interval = stats.bootstrap((values,), np.mean, n_resamples=10_000, method="BCa", random_state=0).confidence_interval
         table.append(
             {

@@ -10,6 +10,8 @@ the paper's settings (8 envs x 256 steps, minibatches of 512, 10 epochs):
 4. the diagnostics pass after an update.
 
 Run from the repository root: python results/speed/micro/micro.py > results/speed/micro/stdout.txt
+It ran at commit e6492e1 and runs up to 3b0e1d6: from c7de275 on, the anchor penalty takes pi's
+distribution rather than its concatenated parameters (its measurement now: loop_costs.py).
 """
 
 import platform
