@@ -48,3 +48,16 @@ def test_the_anchor_changes_the_updates(env_id):
     reference = trained_parameters(PPO, env_id)
     actual = trained_parameters(APO, env_id, anchor_coef=1.0)
     assert any(not th.equal(reference[name], actual[name]) for name in reference)
+
+
+@pytest.mark.parametrize(
+    ("optimizer_kwargs", "foreach"),
+    [(None, True), ({"eps": 1e-5, "foreach": False}, False), ({"eps": 1e-5, "fused": True}, None)],
+)
+def test_the_loop_steps_adam_with_foreach_on_cpu_unless_the_user_chose(optimizer_kwargs, foreach):
+    # SB3's PPO steps its Adam with torch's for-loop implementation on CPU; the loop's foreach one makes
+    # the same updates bit for bit (the tests above), and a choice made in optimizer_kwargs is kept.
+    model = APO("MlpPolicy", "Pendulum-v1", device="cpu", policy_kwargs={"optimizer_kwargs": optimizer_kwargs}, **SETTINGS)
+    model.learn(SETTINGS["n_steps"])
+    assert model.policy.optimizer.param_groups[0]["foreach"] is foreach
+    assert PPO("MlpPolicy", "Pendulum-v1", device="cpu").policy.optimizer.param_groups[0]["foreach"] is None

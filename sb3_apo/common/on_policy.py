@@ -567,6 +567,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self._check_rollout_is_finite()
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        self._prefer_foreach_adam(self.policy.optimizer)
         clip_range = self._schedule_value("clip_range", self.clip_range)
         clip_range_vf = self._schedule_value("clip_range_vf", self.clip_range_vf)
 
@@ -674,6 +675,21 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _prefer_foreach_adam(self, optimizer: th.optim.Optimizer) -> None:
+        """
+        Step SB3's default optimizer, Adam, with torch's ``foreach`` implementation on CPU, where
+        torch's default is its for-loop one (``foreach=None`` chooses ``foreach`` on CUDA only):
+        the same updates bit for bit (the equality with SB3's ``PPO`` is tested), in 170 against
+        230 us per step of the paper's policy (``results/speed/micro/loop_costs.txt``). A ``foreach``
+        or ``fused`` value that the user gave in ``optimizer_kwargs`` is kept. It runs at every
+        update, because ``load()`` restores the optimizer's options with its state.
+        """
+        if type(optimizer) is not th.optim.Adam or self.device.type != "cpu":
+            return
+        for group in optimizer.param_groups:
+            if group.get("foreach") is None and not group.get("fused") and not group.get("differentiable"):
+                group["foreach"] = True
 
     def _diagnostics_needed(self) -> bool:
         """Whether the algorithm's state needs the diagnostics after every update, whatever ``diagnostics_freq`` says."""
