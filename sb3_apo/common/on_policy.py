@@ -680,8 +680,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         """
         Step SB3's default optimizer, Adam, with torch's ``foreach`` implementation on CPU, where
         torch's default is its for-loop one (``foreach=None`` chooses ``foreach`` on CUDA only):
-        the same updates bit for bit (the equality with SB3's ``PPO`` is tested), in 170 against
-        230 us per step of the paper's policy (``results/speed/micro/loop_costs.txt``). A ``foreach``
+        the same updates bit for bit (the equality with SB3's ``PPO`` is tested), in 201 against
+        262 us per step of the paper's policy (``results/speed/micro/loop_costs.txt``). A ``foreach``
         or ``fused`` value that the user gave in ``optimizer_kwargs`` is kept. It runs at every
         update, because ``load()`` restores the optimizer's options with its state.
         """

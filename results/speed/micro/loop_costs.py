@@ -178,7 +178,11 @@ for name, collect_times in rollout_times.items():
     )
 
 # 4. the optimizer step
-IMPLEMENTATIONS = {"SB3's default (for-loop)": {}, "foreach=True (the loop's)": {"foreach": True}, "fused=True": {"fused": True}}
+IMPLEMENTATIONS = {
+    "SB3's default (for-loop)": {},
+    "foreach=True (the loop's)": {"foreach": True},
+    "fused=True": {"fused": True},
+}
 policies = {}
 for name, implementation in IMPLEMENTATIONS.items():
     kwargs = {**SETTINGS["policy_kwargs"], "optimizer_kwargs": {"eps": 1e-5, **implementation}}
