@@ -248,8 +248,8 @@ class DiagGaussianMath(DistributionMath):
 # not its arithmetic, and each differentiable op adds a node that the backward pass walks. APO's
 # sampled anchor penalty, about thirty such ops, is therefore one autograd Function with its
 # gradient written out, fed with pi's loc and scale as the distribution holds them (no
-# concatenation, whose slices the backward pass would walk too); results/speed/micro/ measures it
-# in an update's minibatch. The same treatment of the Gaussian KL saved nothing measurable, so it
+# concatenation, whose slices the backward pass would walk too); results/speed/micro/loop_costs.txt
+# measures it in an update's minibatch. The same treatment of the Gaussian KL saved nothing measurable, so it
 # stays a plain closed form. tests/test_core_maths.py checks the Function against autograd (gradcheck).
 
 
