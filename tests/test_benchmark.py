@@ -261,7 +261,8 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     with open(out / "speed_summary.csv") as file:
         rows = {row["contender"]: row for row in csv.DictReader(file)}
     assert set(rows) == {"apo", "apo:diagnostics_freq=4", "ppo", speed.VEC_ENV, speed.RAW_ENV}
-    assert float(rows["ppo"]["ratio_mean"]) == pytest.approx(1.0)
+    assert float(rows["ppo"]["ratio_mean"]) == pytest.approx(1.0) and float(rows["ppo"]["rate_ratio"]) == 1.0
+    assert float(rows["apo"]["rate_ratio"]) > 0 and rows["apo"]["rate_ratio_low"] == ""  # 2 rounds: no interval
     assert float(rows["apo:diagnostics_freq=4"]["steps_per_s_median"]) > 0
     # the phases split each model's CPU time: rollout + update is all of learn() but its set-up
     for row in rows.values():
@@ -287,6 +288,38 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert speed.main(["--contenders", "nonsense", "--out", str(tmp_path / "other")]) == 2
     assert speed.main(["--contenders", "apo:vec_env=threads", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_speed_ratio_is_the_rate_over_all_rounds_with_a_paired_bootstrap_interval():
+    import pandas as pd
+
+    # two rounds where the host ran twice as fast in the second: per round, "a" is 0.5x and 1.0x the reference
+    rows = [
+        {"round": 0, "contender": "ref", "steps": 100, "wall_s": 1.0},
+        {"round": 0, "contender": "a", "steps": 100, "wall_s": 2.0},
+        {"round": 1, "contender": "ref", "steps": 100, "wall_s": 0.5},
+        {"round": 1, "contender": "a", "steps": 100, "wall_s": 0.5},
+    ]
+    measurements = pd.DataFrame(rows).assign(rollout_cpu_s=np.nan, update_cpu_s=np.nan)
+    measurements["steps_per_s"] = measurements["steps"] / measurements["wall_s"]
+    measurements["steps_per_cpu_s"] = measurements["steps_per_s"]
+    table = speed.summarise(measurements, "ref").set_index("contender")
+    # 200 steps in 2.5 s against 200 in 1.5 s, not the mean of the two rounds' ratios (0.75)
+    assert table.loc["a", "rate_ratio"] == pytest.approx(1.5 / 2.5)
+    assert table.loc["a", "ratio_mean"] == pytest.approx(0.75)
+    assert np.isnan(table.loc["a", "rate_ratio_low"])  # no interval from two rounds
+    assert table.loc["ref", ["rate_ratio", "rate_ratio_low", "rate_ratio_high"]].tolist() == [1.0, 1.0, 1.0]
+
+    # many rounds: the interval holds the ratio and narrows as rounds are added; the pairs are resampled together
+    generator = np.random.default_rng(0)
+    host = generator.uniform(0.5, 1.5, size=400)  # the host's speed, shared by both contenders of a round
+    wall_s = {"ref": host, "a": host / 0.95 * generator.normal(1.0, 0.02, size=400)}
+    steps = np.full(400, 2048.0)
+    low, high = speed.rate_ratio_interval(steps, wall_s["a"], steps, wall_s["ref"])
+    assert low < speed.rate_ratio(steps, wall_s["a"], steps, wall_s["ref"]) < high
+    assert 0.94 < low < 0.95 < high < 0.96  # the host's moves cancel within a round: +-0.002, not +-0.03
+    from_40_rounds = speed.rate_ratio_interval(steps[:40], wall_s["a"][:40], steps[:40], wall_s["ref"][:40])
+    assert from_40_rounds[1] - from_40_rounds[0] > high - low
 
 
 def test_speed_overrides_of_every_model_merge_with_a_contenders_own():
