@@ -293,8 +293,8 @@ def summarise(measurements: pd.DataFrame, reference: str) -> pd.DataFrame:
 def run_speed(
     env_id: str = "Hopper-v5",
     contenders: Sequence[str] = ("apo", "ppo_penalty", "spo", "ppo"),
-    rounds: int = 5,
-    steps_per_round: int = 16_384,
+    rounds: int = 200,
+    steps_per_round: int | None = None,
     warmup_steps: int = 4096,
     hyperparams_dir: Path | None = None,
     out: Path | None = None,
@@ -313,7 +313,9 @@ def run_speed(
     :param env_id: the environment id
     :param contenders: ``algo`` or ``algo:key=value,...``; ``ppo`` (the reference) is added if missing
     :param rounds: measured rounds; every contender runs once per round, in an order rotated each round
-    :param steps_per_round: environment steps per contender and round
+    :param steps_per_round: environment steps per contender and round (``None``: one rollout of the
+        reference, ``n_steps * n_envs``, so that a contender and the reference run seconds apart and the
+        host's changes of speed cancel in their ratio)
     :param warmup_steps: steps per contender before the measured rounds (not counted)
     :param hyperparams_dir: a folder of ``<algo>.yml`` files (default: the project's)
     :param out: the output folder (``None``: write nothing)
@@ -329,8 +331,11 @@ def run_speed(
     :raises ValueError: on bad settings or contenders
     :raises FileExistsError: when ``out`` holds finished results and ``overwrite`` is not set
     """
-    if rounds < 1 or steps_per_round < 1 or warmup_steps < 0:
-        raise ValueError("rounds and steps_per_round must be at least 1, and warmup_steps at least 0")
+    if rounds < 1 or (steps_per_round is not None and steps_per_round < 1) or warmup_steps < 0:
+        raise ValueError(
+            "`rounds` must be at least 1, `steps_per_round` at least 1 (or None: one rollout of the reference) and "
+            f"`warmup_steps` at least 0; got rounds={rounds}, steps_per_round={steps_per_round}, warmup_steps={warmup_steps}"
+        )
     finished = [name for name in OUTPUT_FILES if out is not None and (out / name).exists()]
     if finished and not overwrite:
         raise FileExistsError(f"{out} holds the results of a finished measurement ({', '.join(finished)}); give --overwrite.")
@@ -342,7 +347,9 @@ def run_speed(
             for name in names
         }
         measured = [model_contender(name, model, settings) for name, (model, _, settings) in built.items()]
-        manager = built[REFERENCE][1]
+        reference, manager = built[REFERENCE][:2]
+        if steps_per_round is None:
+            steps_per_round = reference.n_steps * reference.n_envs  # type: ignore[attr-defined]
         measured.append(env_contender(VEC_ENV, manager.create_envs(manager.n_envs, no_log=True), seed))
         measured.append(raw_env_contender(env_id, seed))
         load_before = os.getloadavg()
@@ -485,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ALGO[:key=value,...]",
         help="algorithms, each with optional overrides, e.g. apo:diagnostics_freq=10 (default: apo ppo_penalty spo ppo)",
     )
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved measured rounds (default: 10)")
-    parser.add_argument("--steps-per-round", type=int, default=16_384, help="steps per contender and round")
+    parser.add_argument("--rounds", type=int, default=200, help="interleaved measured rounds (default: 200)")
+    parser.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=None,
+        help="steps per contender and round (default: one rollout of the reference, n_steps * n_envs)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=4096, help="unmeasured steps per contender first")
     parser.add_argument("--hyperparams-dir", type=Path, default=None, help="DIR/<algo>.yml files (default: the project's)")
     parser.add_argument("--out", type=Path, default=None, help="output folder for speed.md/.csv/.json")

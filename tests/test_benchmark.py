@@ -287,6 +287,10 @@ def test_speed_benchmark_writes_ratios_to_ppo(tmp_path):
     assert speed.main([*args, "--rounds", "1"]) == 2
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     assert speed.main(["--contenders", "nonsense", "--out", str(tmp_path / "other")]) == 2
+    assert speed.main([*args, "--out", str(tmp_path / "other"), "--steps-per-round", "0"]) == 2
+    # by default a round is one rollout of the reference (n_steps * n_envs = 64 * 2) and its update
+    summary = speed.run_speed("CartPole-v1", ["ppo"], rounds=2, warmup_steps=0, hyperparams_dir=tmp_path, log=print)
+    assert summary["steps_per_round"] == 128
     assert speed.main(["--contenders", "apo:vec_env=threads", "--out", str(tmp_path / "other")]) == 2
 
 
