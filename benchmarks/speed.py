@@ -216,8 +216,9 @@ def rate_ratio(
 ) -> np.ndarray:
     """
     A contender's step rate over all rounds (its steps over its time, summed over rounds) divided by
-    the reference's. It is the ratio the targets are about, and it lacks the upward bias of the
-    mean of per-round ratios, which exceeds it by about their variance when rounds are short and noisy.
+    the reference's: the ratio of their steps/s over the whole measurement. It lacks the upward bias
+    of the mean of per-round ratios, which exceeds it by about their variance when rounds are short
+    and noisy.
 
     :param steps: the contender's steps, one per round (along ``axis``)
     :param wall_s: the contender's seconds, one per round
@@ -264,8 +265,11 @@ def summarise(measurements: pd.DataFrame, reference: str) -> pd.DataFrame:
     ratios = rates.div(rates[reference], axis=0)
     cpu = per_round("steps_per_cpu_s")
     cpu_ratios = cpu.div(cpu[reference], axis=0)
-    pairs = {name: (steps[name], wall_s[name], steps[reference], wall_s[reference]) for name in names}
-    pairs = {name: tuple(column.to_numpy(dtype=float) for column in pair) for name, pair in pairs.items()}
+    # rate_ratio's arguments per contender: its steps and seconds per round, then the reference's
+    pairs = {
+        name: [frame[column].to_numpy(dtype=float) for column in (name, reference) for frame in (steps, wall_s)]
+        for name in names
+    }
     intervals = [rate_ratio_interval(*pairs[name]) if name != reference else (1.0, 1.0) for name in names]
     table = pd.DataFrame(
         {

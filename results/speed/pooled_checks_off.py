@@ -6,7 +6,7 @@ sample std, the median, the share of rounds at or above the target, and a 95% bo
 interval of the mean (scipy.stats.bootstrap, BCa, 10,000 resamples, seed 0); and the step rate
 over all those rounds divided by the reference's, with its paired bootstrap interval
 (benchmarks/speed.py's rate_ratio and rate_ratio_interval; added after the runs of code 270426e,
-whose ratios.txt files predate these two columns).
+whose ratios.txt and pooled_*.txt files predate these two columns).
 
 Run from the repository root: python results/speed/pooled_checks_off.py > results/speed/pooled_checks_off.txt
 Other runs, e.g. one at later code: python results/speed/pooled_checks_off.py slim_f199cbb
