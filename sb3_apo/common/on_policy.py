@@ -9,6 +9,7 @@ its policy objective, :meth:`PPOFamilyAlgorithm.policy_loss`, and keeps its
 own state in :meth:`PPOFamilyAlgorithm._after_policy_update`.
 """
 
+import contextlib
 import functools
 import math
 import multiprocessing as mp
@@ -87,12 +88,11 @@ class _RolloutCallback:
         self.step_locals: dict[str, Any] = {}
 
     def _as_in_sb3(self, call: Callable[[], Any]) -> Any:
-        # A callback may train a module of its own (curiosity, RND) or turn validation on
-        with th.inference_mode(False):
-            if not self.validate_args:  # the rollout runs with validation off: only a user who has it on needs a switch
-                return call()
-            with distribution_validation(True):
-                return call()
+        # A callback may train a module of its own (curiosity, RND). The rollout runs with validation
+        # off: only a user who has it on needs a switch.
+        users_validation = distribution_validation(True) if self.validate_args else contextlib.nullcontext()
+        with th.inference_mode(False), users_validation:
+            return call()
 
     def update_locals(self, locals_: dict[str, Any]) -> None:
         self.step_locals = locals_

@@ -22,6 +22,7 @@ python results/speed/micro/loop_costs.py > results/speed/micro/loop_costs.txt
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,28 @@ class FormerAnchorPenalty(th.autograd.Function):
         grad_loc = (grad_log_ratio * standardised).sum(dim=0) / new_scale
         grad_scale = (grad_log_ratio * (standardised**2 - 1.0)).sum(dim=0) / new_scale
         return th.cat([grad_loc, grad_scale], dim=-1), None, None
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """The process CPU seconds of each call, called once per round in turn."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.thread_time()
+            call()
+            times[name].append(time.thread_time() - started)
+    return times
+
+
+def print_per_1k_steps(what: str, reference: str, times: dict[str, list[float]]) -> None:
+    """Each median as ms per 1,000 of 2,048 steps, and beyond the first's (the reference's)."""
+    baseline = np.median(next(iter(times.values())))
+    for name, seconds in times.items():
+        median = np.median(seconds)
+        print(
+            f"{what}, {name}: {1000 * median / 2.048:.1f} ms per 1,000 steps "
+            f"(beyond {reference}: {1000 * (median - baseline) / 2.048:+.1f}; median of {len(seconds)}, interleaved)"
+        )
 
 
 def new_env() -> VecNormalize:
@@ -130,19 +153,7 @@ models = {name: cls("MlpPolicy", new_env(), **SETTINGS) for name, cls in (("ppo"
 models["ppo_penalty"] = PPOPenalty("MlpPolicy", new_env(), **{**SETTINGS, "adaptive_kl": True})
 for each in models.values():
     each.learn(2048)
-updates: dict[str, list[float]] = {name: [] for name in models}
-for _ in range(16):
-    for name, each in models.items():
-        started = time.thread_time()
-        each.train()
-        updates[name].append(time.thread_time() - started)
-reference = np.median(updates["ppo"])
-for name, update_times in updates.items():
-    median = np.median(update_times)
-    print(
-        f"2. update of 2,048 samples, {name}: {1000 * median / 2.048:.1f} ms per 1,000 steps "
-        f"(beyond PPO's: {1000 * (median - reference) / 2.048:+.1f}; median of 16, interleaved)"
-    )
+print_per_1k_steps("2. update of 2,048 samples", "PPO's", interleaved({name: each.train for name, each in models.items()}, 16))
 
 # 3. rollouts
 _, callback = model._setup_learn(10**7, None)
@@ -163,19 +174,7 @@ rollouts = {
     "SB3's collect_rollouts in inference mode": sb3_rollout_in_inference_mode,
     "the loop's collect_rollouts": lambda: model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps),
 }
-rollout_times: dict[str, list[float]] = {name: [] for name in rollouts}
-for _ in range(24):
-    for name, collect in rollouts.items():
-        started = time.thread_time()
-        collect()
-        rollout_times[name].append(time.thread_time() - started)
-reference = np.median(rollout_times["SB3's collect_rollouts"])
-for name, collect_times in rollout_times.items():
-    median = np.median(collect_times)
-    print(
-        f"3. rollout of 2,048 steps, {name}: {1000 * median / 2.048:.1f} ms per 1,000 steps "
-        f"(beyond SB3's: {1000 * (median - reference) / 2.048:+.1f}; median of 24, interleaved)"
-    )
+print_per_1k_steps("3. rollout of 2,048 steps", "SB3's", interleaved(rollouts, 24))
 
 # 4. the optimizer step
 IMPLEMENTATIONS = {
