@@ -27,7 +27,7 @@ against Pass@1 at the end), ``config.json`` and ``reference_policy.pth``.
 Usage::
 
     python examples/support_apo_pass_at_k.py                 # the committed run (about 11 min on one core)
-    python examples/support_apo_pass_at_k.py --tiny --out /tmp/smoke   # a smoke test, seconds
+    python examples/support_apo_pass_at_k.py --tiny --out logs/smoke   # a smoke test, seconds
 """
 
 import argparse

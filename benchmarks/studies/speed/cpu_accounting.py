@@ -6,7 +6,7 @@ actors' (their processes are the learner's children, counted by ``os.times()`` o
 Then the cost of sharing 2 cores between 3 processes: the CPU time per step of one
 4-env actor loop (SB3's ``collect_rollouts``, actions only) alone, 2 and 3 at once.
 
-    python results/speed/actors/cpu_accounting.py > results/speed/actors/cpu_accounting.txt
+    python benchmarks/studies/speed/cpu_accounting.py > results/speed/actors/cpu_accounting.txt
 """
 
 import functools
@@ -24,7 +24,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/, for speed.py
 from speed import build_model  # noqa: E402
 
 from sb3_apo import APO  # noqa: E402

@@ -4,7 +4,7 @@ as a list of per-step records (how they crossed the pipe before commit 1e85ef1) 
 ``StepRecords`` (stacked arrays, the infos' numpy scalars as arrays). One rollout of 256 steps
 of 4 Hopper-v5 envs (one of two actors' shares at the paper's 8 x 256), under VecNormalize.
 
-    python results/speed/micro/step_records.py > results/speed/micro/step_records.txt
+    python benchmarks/studies/speed/micro/step_records.py > results/speed/micro/step_records.txt
 """
 
 import functools

@@ -8,8 +8,8 @@ over all those rounds divided by the reference's, with its paired bootstrap inte
 (benchmarks/speed.py's rate_ratio and rate_ratio_interval; added after the runs of code 270426e,
 whose ratios.txt and pooled_*.txt files predate these two columns).
 
-Run from the repository root: python results/speed/pooled_checks_off.py > results/speed/pooled_checks_off.txt
-Other runs, e.g. one at later code: python results/speed/pooled_checks_off.py slim_f199cbb
+Run from the repository root: python benchmarks/studies/speed/pooled_checks_off.py > results/speed/pooled_checks_off.txt
+Other runs, e.g. one at later code: python benchmarks/studies/speed/pooled_checks_off.py slim_f199cbb
 """
 
 import argparse
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
 from benchmarks.speed import rate_ratio, rate_ratio_interval  # noqa: E402
 
 RUNS = ["checks_off", "checks_off_equal_states", "checks_off_actors", "checks_off_dfb26b8", "checks_off_eaa0378"]
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", default=RUNS, help="folders under results/speed/ (default: the five runs)")
     runs = parser.parse_args().runs
-    folder = Path(__file__).parent
+    folder = Path("results/speed")  # relative to the repository root, where it runs
     rows, rounds = [], []
     for run in runs:
         measurements = pd.read_csv(folder / run / "speed.csv")

@@ -2,8 +2,8 @@
 Instruction counts of one rollout and one update on Hopper-v5 (the paper's settings, the project's
 YAML files), for SB3's PPO and the package's synchronous algorithms, under valgrind's callgrind.
 
-Instructions, unlike seconds, do not depend on what else the machine does (the README's speed
-section shows this host's speed moving by +-15% from round to round), so they give the loop's own
+Instructions, unlike seconds, do not depend on what else the machine does (the speed study,
+results/speed/README.md, shows this host's speed moving by +-15% from round to round), so they give the loop's own
 cost beyond PPO's exactly, if not its time. Each algorithm, built by the speed tool as in
 ``benchmarks/speed.py`` (seed 0, the same initial weights), learns two iterations of 2,048 steps;
 the second iteration's ``collect_rollouts()`` and ``train()`` are counted (instrumentation switched
@@ -11,9 +11,10 @@ on and off around them with ``callgrind_control``).
 
 Run from the repository root, one process per algorithm:
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=results/speed/instructions/callgrind.%p \
-        .venv/bin/python results/speed/instructions/instructions.py ALGO
-then ``python results/speed/instructions/instructions.py --report`` reads the counts from the
-gzipped dumps (``sh results/speed/instructions/run.sh`` does all of it; output in ``stdout.txt``).
+        .venv/bin/python benchmarks/studies/speed/instructions.py ALGO
+then ``python benchmarks/studies/speed/instructions.py --report`` reads the counts from the
+gzipped dumps in ``results/speed/instructions/`` (``sh results/speed/instructions/run.sh`` does all of it;
+output in ``stdout.txt``).
 """
 
 import gzip
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).parent
+DUMPS = Path("results/speed/instructions")  # relative to the repository root, where it runs
 ALGORITHMS = ("ppo", "spo", "ppo_penalty", "apo")
 STEPS = 2048  # 8 envs x 256 steps: one iteration
 
@@ -65,7 +66,7 @@ def measure(algo: str) -> None:
 
 def report() -> None:
     counts: dict[tuple[str, str], int] = {}
-    for path in sorted(HERE.glob("callgrind.*.gz")):
+    for path in sorted(DUMPS.glob("callgrind.*.gz")):
         text = gzip.decompress(path.read_bytes()).decode(errors="replace")
         trigger = re.search(r"^desc: Trigger: [Dd]ump ([\w:]+)", text, re.MULTILINE)
         totals = re.search(r"^totals: (\d+)", text, re.MULTILINE)  # (the summary line can overflow)

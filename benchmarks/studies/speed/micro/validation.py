@@ -14,8 +14,8 @@ two actors' split (4 of the 8 envs) and the actor's actions-only forward pass, S
 ``collect_rollouts`` alternately with the checks on and off, thread CPU time per step of
 the 4 envs, median over 12 rounds of 4 rollouts each, and the ratio per round.
 
-Run from the repository root: python results/speed/micro/validation.py > results/speed/micro/validation.txt
-and python results/speed/micro/validation.py --actor > results/speed/micro/validation_actor.txt
+Run from the repository root: python benchmarks/studies/speed/micro/validation.py > results/speed/micro/validation.txt
+and python benchmarks/studies/speed/micro/validation.py --actor > results/speed/micro/validation_actor.txt
 """
 
 import functools

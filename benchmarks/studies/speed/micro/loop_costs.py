@@ -1,5 +1,5 @@
 """
-What the loop's pieces cost, in process CPU time (issue 10), on Hopper-v5 with the paper's
+What the loop's pieces cost, in process CPU time, on Hopper-v5 with the paper's
 settings (8 envs x 256 steps, minibatches of 512, 10 epochs, K = 2):
 
 1. one minibatch, forward and backward, on an APO model that has trained one rollout: PPO's
@@ -16,7 +16,7 @@ settings (8 envs x 256 steps, minibatches of 512, 10 epochs, K = 2):
    checks, the pass for pi_old's parameters), interleaved.
 
 Run from the repository root, with nothing else on the machine:
-python results/speed/micro/loop_costs.py > results/speed/micro/loop_costs.txt
+python benchmarks/studies/speed/micro/loop_costs.py > results/speed/micro/loop_costs.txt
 """
 
 import platform

@@ -6,7 +6,7 @@ what each model's ``learn()`` call cost outside ``collect_rollouts()`` and ``tra
 paid once per round), mean process CPU ms per round, against the whole round's.
 
 Run from the repository root:
-python results/speed/quarters.py fine_7a68dd0_seed0 fine_7a68dd0_seed1 > results/speed/quarters_fine_7a68dd0.txt
+python benchmarks/studies/speed/quarters.py fine_7a68dd0_seed0 fine_7a68dd0_seed1 > results/speed/quarters_fine_7a68dd0.txt
 (and pilot_rounds_2048_1ca7752 > results/speed/pilot_rounds_2048_1ca7752/quarters.txt)
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
 from benchmarks.speed import REFERENCE, rate_ratio  # noqa: E402
 
 CONTENDERS = ("apo", "ppo_penalty", "spo")
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="folders under results/speed/")
     rows, set_up = [], []
     for run in parser.parse_args().runs:
-        measurements = pd.read_csv(Path(__file__).parent / run / "speed.csv")
+        measurements = pd.read_csv(Path("results/speed") / run / "speed.csv")  # from the repository root
         steps, wall_s = (measurements.pivot(index="round", columns="contender", values=v) for v in ("steps", "wall_s"))
         for quarter, rounds in enumerate(np.array_split(steps.index.to_numpy(), 4), start=1):
             row = {"run": run, "quarter": quarter, "rounds": f"{rounds[0] + 1}-{rounds[-1] + 1}"}

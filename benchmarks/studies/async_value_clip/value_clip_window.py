@@ -6,7 +6,7 @@ Before commit 9b5393e (the experiment) the actor's values ``V_b`` were the refer
 clipping, so a sample outside the window could not move its value towards its target.
 
 Run at commit b3bb7de:
-    python results/async_value_clip/value_clip_window.py > results/async_value_clip/value_clip_window.txt
+    python benchmarks/studies/async_value_clip/value_clip_window.py > results/async_value_clip/value_clip_window.txt
 """
 
 import numpy as np

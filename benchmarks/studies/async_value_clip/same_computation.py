@@ -1,7 +1,7 @@
 """
 The experiment's code (commit 9b5393e) and main's (dc53d71) train to the same parameters: async APO, Hopper-v5,
 8 envs x 256 steps, 10 rollouts, seed 0. Run from each tree:
-    PYTHONPATH=<tree> python results/async_value_clip/same_computation.py
+    PYTHONPATH=<tree> python benchmarks/studies/async_value_clip/same_computation.py
 """
 
 import hashlib

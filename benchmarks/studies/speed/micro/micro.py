@@ -1,5 +1,5 @@
 """
-Process-CPU micro-measurements behind the README's speed section (issue 10), on Hopper-v5 with
+Process-CPU micro-measurements behind the speed study (results/speed/README.md), on Hopper-v5 with
 the paper's settings (8 envs x 256 steps, minibatches of 512, 10 epochs):
 
 1. APO's sampled anchor penalty on one minibatch, forward and backward: plain autograd (the
@@ -9,7 +9,7 @@ the paper's settings (8 envs x 256 steps, minibatches of 512, 10 epochs):
    loop's former way) against one pass after the rollout (the loop's way now), interleaved;
 4. the diagnostics pass after an update.
 
-Run from the repository root: python results/speed/micro/micro.py > results/speed/micro/stdout.txt
+Run from the repository root: python benchmarks/studies/speed/micro/micro.py > results/speed/micro/stdout.txt
 It ran at commit e6492e1 and runs up to 3b0e1d6: from c7de275 on, the anchor penalty takes pi's
 distribution rather than its concatenated parameters (its measurement now: loop_costs.py).
 """

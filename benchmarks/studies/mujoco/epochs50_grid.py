@@ -1,11 +1,12 @@
 """
-Issue 8's 5-seed comparison, as one queue on two cores (resumable: run it again to finish).
+The 5-seed comparison of APO with exact anchors and the adaptive coefficient against PPO-clip at 10 and
+50 epochs (results/mujoco/), as one queue on two cores (resumable: run it again to finish).
 
-The same runs as these runner calls (see commands.sh), ordered so that the decisive ones come first:
+The same runs as these runner calls (see results/mujoco/commands.sh), ordered so that the decisive ones come first:
 Hopper-v5 at 50 epochs, then both envs at 10 epochs, then HalfCheetah-v5 at 50 epochs, then the
 one-seed Walker2d-v5 pilot at 50 epochs.
 
-    python results/mujoco/issue8_grid.py            # from the repository root
+    python benchmarks/studies/mujoco/epochs50_grid.py   # from the repository root
 """
 
 import sys

@@ -1,13 +1,13 @@
 """
 Kill the rollout actor at a random moment of its rollout, again and again, and see whether the
-learner always stops (issue 11's faults; the cause of the CI stall of 2026-12-02).
+learner always stops (the actor faults of docs/async.md; the cause of the CI stall of 2026-12-02).
 
 Each iteration trains APO on CartPole-v1 with asynchronous rollouts and SIGKILLs the actor 0-10 ms
 after the learner's second rollout, while the actor collects the next one; learn() must raise
 RolloutActorError and return. faulthandler ends the process, printing every stack, if one
 iteration takes over 60 s. It prints the number of each iteration that finished.
 
-Run from the repository root: python results/async_faults/kill_loop.py N > results/async_faults/<name>.txt 2>&1
+Run from the repository root: python benchmarks/studies/async_faults/kill_loop.py N > results/async_faults/<name>.txt 2>&1
 """
 
 import contextlib
