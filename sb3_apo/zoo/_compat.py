@@ -270,17 +270,21 @@ def create_pruner(manager: "ExperimentManager") -> BasePruner:
 
 
 @contextlib.contextmanager
-def record_video_with_our_launcher() -> Iterator[None]:
+def record_video_with_our_launcher(before_recording: Callable[[], None] | None = None) -> Iterator[None]:
     """
     Within the block, the ``python -m rl_zoo3.record_video ...`` subprocesses that
     ``rl_zoo3.record_training`` starts (with ``subprocess.call``; rl-zoo3's own launcher knows
     none of this package's algorithms, and ``python`` may not be this interpreter) run
     ``python -m sb3_apo.record_video ...`` with this interpreter instead.
+
+    :param before_recording: called before each recording (after rl-zoo3 has parsed its arguments)
     """
     original_call = subprocess.call
 
     def call(args: Sequence[str], *popen_args: Any, **popen_kwargs: Any) -> int:
         if isinstance(args, (list, tuple)) and list(args[1:3]) == ["-m", "rl_zoo3.record_video"]:
+            if before_recording is not None:
+                before_recording()
             args = [sys.executable, "-m", "sb3_apo.record_video", *args[3:]]
         return original_call(args, *popen_args, **popen_kwargs)
 

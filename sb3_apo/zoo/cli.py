@@ -36,6 +36,7 @@ import argparse
 import io
 import os
 import runpy
+import shutil
 import signal
 import socket
 import sys
@@ -381,8 +382,16 @@ def record_training(argv: Sequence[str] | None = None) -> int:
     """
     from sb3_apo.zoo._compat import record_video_with_our_launcher
 
+    def check_ffmpeg() -> None:
+        # rl-zoo3 runs ffmpeg with os.system, which ignores a missing program, then fails on the files it did not write.
+        if shutil.which("ffmpeg") is None:
+            raise ZooError(
+                "record_training joins the videos with the ffmpeg program, which is not on the PATH: install it "
+                "(e.g. apt-get install ffmpeg, conda install ffmpeg), or record single videos with record_video."
+            )
+
     def command() -> None:
-        with record_video_with_our_launcher():
+        with record_video_with_our_launcher(before_recording=check_ffmpeg):
             runpy.run_module("rl_zoo3.record_training", run_name="__main__")
 
     return _run("sb3-apo-record-training", _with_default_folder(_argv(argv)), command)
@@ -392,16 +401,14 @@ def _write_our_model_card(argv: Sequence[str]) -> Callable[[Path], None]:
     """The card writer of ``push_to_hub`` for its command line (rl-zoo3's flags)."""
     from sb3_apo.zoo.hub import write_model_card
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--algo", required=True)
-    parser.add_argument("--env", required=True)
-    parser.add_argument("-orga", "--organization", required=True)
-    parser.add_argument("-name", "--repo-name", default=None)
-    options, _ = parser.parse_known_args(argv)
-
     def write_card(folder: Path) -> None:
         from rl_zoo3.utils import ALGOS
 
+        # Called at the upload, once rl-zoo3 has parsed and checked the same arguments.
+        parser = argparse.ArgumentParser(add_help=False)
+        for flags in (["--algo"], ["--env"], ["-orga", "--organization"], ["-name", "--repo-name"]):
+            parser.add_argument(*flags)
+        options, _ = parser.parse_known_args(argv)
         algo_class_name = ALGOS[options.algo].__name__
         write_model_card(folder, options.algo, algo_class_name, options.env, options.organization, options.repo_name)
 
