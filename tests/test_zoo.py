@@ -496,7 +496,7 @@ def test_wheel_ships_the_hyperparameter_files_and_scripts(tmp_path):
     # Build from a copy (links kept as links), so that the build leaves nothing in the checkout.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy(REPO_ROOT / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("sb3_apo", "hyperparams"):
@@ -521,6 +521,7 @@ def test_wheel_ships_the_hyperparameter_files_and_scripts(tmp_path):
         ("sb3-apo-train", "sb3_apo.zoo.cli:train"),
         ("sb3-apo-enjoy", "sb3_apo.zoo.cli:enjoy"),
         ("sb3-apo-record-video", "sb3_apo.zoo.cli:record_video"),
+        ("sb3-apo-record-training", "sb3_apo.zoo.cli:record_training"),
         ("sb3-apo-load-from-hub", "sb3_apo.zoo.cli:load_from_hub"),
         ("sb3-apo-push-to-hub", "sb3_apo.zoo.cli:push_to_hub"),
         ("sb3-apo-zoo", "sb3_apo.zoo.cli:main"),

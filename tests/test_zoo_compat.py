@@ -30,7 +30,7 @@ from sb3_apo.zoo._compat import HEARTBEAT_ATTR, HeartbeatJournalStorage  # noqa:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("package", ["optuna", "rl_zoo3"])
+@pytest.mark.parametrize("package", ["optuna", "rl_zoo3", "sb3-team-hf-integration"])
 def test_installed_version_is_in_the_pinned_range(package):
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
     from importlib.metadata import version
