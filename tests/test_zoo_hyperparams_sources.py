@@ -82,11 +82,30 @@ def test_a_missing_env_takes_rl_zoo3s_tuned_ppo_entry(algo, tmp_path, capsys):
         assert expected["clip_range"] == "lin_0.2"
         expected["clip_range"] = 0.2
         assert "clip_range lin_0.2 -> 0.2" in read_["out"]
+    if algo == "ppo_penalty":  # the pure KL penalty, as in ppo_penalty.yml
+        del expected["clip_range"]
+        assert "without its clip_range (the pure KL penalty)" in read_["out"]
     assert read_["hyperparams"] == expected
 
 
-def test_params_still_override_the_fallback_entry(tmp_path, capsys):
-    _, read_ = read("spo", RL_ZOO3_TUNED_ENV, tmp_path, capsys, hyperparams={"clip_range": 0.3, "n_envs": 2})
+@pytest.mark.parametrize("algo", OWN_PPO_FAMILY)
+def test_the_fallback_entry_builds_the_algorithm(algo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    register_algorithms()
+    manager = ZooExperimentManager(
+        argparse.Namespace(), algo, RL_ZOO3_TUNED_ENV, str(tmp_path), hyperparams={"n_envs": 1}, eval_freq=-1, verbose=0
+    )
+    model, _ = manager.setup_experiment()
+    try:
+        assert type(model) is ALGOS[algo]
+        assert (model.clip_range is None) == (algo == "ppo_penalty")
+    finally:
+        model.env.close()
+
+
+@pytest.mark.parametrize("algo", ["spo", "ppo_penalty"])
+def test_params_still_override_the_fallback_entry(algo, tmp_path, capsys):
+    _, read_ = read(algo, RL_ZOO3_TUNED_ENV, tmp_path, capsys, hyperparams={"clip_range": 0.3, "n_envs": 2})
     assert read_["hyperparams"]["clip_range"] == 0.3 and read_["hyperparams"]["n_envs"] == 2
 
 

@@ -253,8 +253,11 @@ class ZooExperimentManager(ExperimentManager):
         finally:
             self.trial_id = trial_id
         hyperparams = read_yaml_numbers(hyperparams)
-        if self.hyperparams_source is not None and self.hyperparams_source.overrides:
-            hyperparams.update(self.hyperparams_source.overrides)
+        source = self.hyperparams_source
+        if source is not None and (source.overrides or source.removed):
+            for key in source.removed:
+                hyperparams.pop(key, None)
+            hyperparams.update(source.overrides)
             hyperparams.update(self.custom_hyperparams or {})
         if trial_id is not None and self.storage and self.study_name:
             print(f"Loading the hyperparameters of trial {trial_id} of study {self.study_name!r}")

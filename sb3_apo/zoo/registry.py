@@ -130,12 +130,14 @@ class HyperparamsSource:
     :param entry: its entry: the environment id, ``atari`` or ``default``
     :param description: one line naming the entry and whose it is
     :param overrides: values that replace the entry's (``-params`` still win)
+    :param removed: keys of the entry left out (unless ``-params`` gives them)
     """
 
     path: Path
     entry: str
     description: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
 
 
 def _tuned_entry(path: Path, env_id: str, is_atari: bool) -> tuple[str, dict[str, Any]] | None:
@@ -149,15 +151,25 @@ def _tuned_entry(path: Path, env_id: str, is_atari: bool) -> tuple[str, dict[str
     return None
 
 
-def _constant_clip_range(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+def _adapt_ppo_entry(algo: str, hyperparams: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...], str]:
     """
-    SPO divides by its ``clip_range`` (``eps``), which a linear schedule ``lin_<x>`` brings
-    to 0 at the last update: for SPO, such a schedule becomes the constant ``x``.
+    What a PPO entry needs to mean the same for another algorithm of the family, as the
+    project's own files do: SPO divides by its ``clip_range`` (``eps``), which a linear schedule
+    ``lin_<x>`` brings to 0 at the last update, so the schedule becomes the constant ``x``;
+    PPO-penalty is the pure KL penalty without ``clip_range`` (with one, it would be PPO-clip
+    plus the penalty).
+
+    :param algo: the ``--algo`` name
+    :param hyperparams: rl-zoo3's PPO entry
+    :return: the values to replace, the keys to leave out, and a note saying so (or ``""``)
     """
     clip_range = hyperparams.get("clip_range")
-    if algo != "spo" or not (isinstance(clip_range, str) and clip_range.startswith("lin_")):
-        return {}
-    return {"clip_range": float(clip_range.removeprefix("lin_"))}
+    if algo == "spo" and isinstance(clip_range, str) and clip_range.startswith("lin_"):
+        constant = float(clip_range.removeprefix("lin_"))
+        return {"clip_range": constant}, (), f"; clip_range {clip_range} -> {constant}"
+    if algo == "ppo_penalty" and "clip_range" in hyperparams:
+        return {}, ("clip_range",), "; without its clip_range (the pure KL penalty)"
+    return {}, (), ""
 
 
 def find_hyperparams(algo: str, env_id: str, is_atari: bool) -> HyperparamsSource | None:
@@ -188,14 +200,14 @@ def find_hyperparams(algo: str, env_id: str, is_atari: bool) -> HyperparamsSourc
             what = f"entry for {env_id}" if entry == env_id else f"'{entry}' entry"
             if algo == "ppo":
                 return HyperparamsSource(zoo_file, entry, f"Hyperparameters: rl-zoo3's tuned {what} in {zoo_file}")
-            overrides = _constant_clip_range(algo, hyperparams)
-            changed = "".join(f"; {key} {hyperparams[key]} -> {value}" for key, value in overrides.items())
+            overrides, removed, note = _adapt_ppo_entry(algo, hyperparams)
             return HyperparamsSource(
                 zoo_file,
                 entry,
                 f"Hyperparameters: {algo}.yml has no entry for {env_id}; using rl-zoo3's tuned PPO {what} in "
-                f"{zoo_file}, with {algo}'s own parameters at their defaults{changed}",
+                f"{zoo_file}, with {algo}'s own parameters at their defaults{note}",
                 overrides,
+                removed,
             )
         default_file = zoo_file if algo == "ppo" else own_file
     else:
