@@ -1,4 +1,4 @@
-"""``python -m sb3_apo.push_to_hub``: rl-zoo3's ``push_to_hub`` with this package's algorithms.
+"""``python -m sb3_apo.push_to_hub``: rl-zoo3's ``push_to_hub`` with this package's algorithms and model card.
 
 See :mod:`sb3_apo.zoo.cli`.
 """

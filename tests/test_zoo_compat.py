@@ -4,6 +4,7 @@ API it relies on still behaves as it expects, and the installed versions are the
 ones ``pyproject.toml`` pins.
 """
 
+import importlib
 import json
 import logging
 import sys
@@ -29,7 +30,7 @@ from sb3_apo.zoo._compat import HEARTBEAT_ATTR, HeartbeatJournalStorage  # noqa:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("package", ["optuna", "rl_zoo3"])
+@pytest.mark.parametrize("package", ["optuna", "rl_zoo3", "sb3-team-hf-integration"])
 def test_installed_version_is_in_the_pinned_range(package):
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
     from importlib.metadata import version
@@ -204,3 +205,49 @@ def test_manager_internals(tmp_path):
     assert manager.setup_experiment() is None  # tuning: no model, the trials' defaults are ready
     defaults = _compat.default_hyperparameters(manager)
     assert defaults["policy"] == "MlpPolicy" and "n_timesteps" not in defaults
+
+
+def test_rl_zoo3s_push_to_hub_imports_only_with_the_hub_compat():
+    sys.modules.pop("rl_zoo3.push_to_hub", None)
+    hub_sb3 = importlib.import_module("huggingface_sb3.push_to_hub")
+    if hasattr(hub_sb3, "generate_metadata"):
+        pytest.skip("the installed huggingface_sb3 still has generate_metadata: the compat is not needed")
+    with pytest.raises(ImportError, match="generate_metadata"):
+        importlib.import_module("rl_zoo3.push_to_hub")
+    sys.modules.pop("rl_zoo3.push_to_hub", None)
+    with _compat.hub_commands_compat():
+        push_to_hub = importlib.import_module("rl_zoo3.push_to_hub")
+        metadata = hub_sb3.generate_metadata("APO", "CartPole-v1", 1.0, 0.5)
+    sys.modules.pop("rl_zoo3.push_to_hub", None)
+    assert not hasattr(hub_sb3, "generate_metadata")  # removed again after the block
+    # what rl-zoo3 does with it: the card's metadata block
+    assert metadata["library_name"] == "stable-baselines3" and "CartPole-v1" in metadata["tags"]
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == "1.00 +/- 0.50"
+    assert callable(push_to_hub.package_to_hub) and callable(push_to_hub.save_model_card)
+
+
+def test_a_file_missing_from_a_hub_repository_is_the_http_error_rl_zoo3_catches(monkeypatch):
+    import huggingface_sb3
+    from huggingface_hub.errors import EntryNotFoundError
+    from requests.exceptions import HTTPError
+
+    def missing(repo_id, filename, **kwargs):
+        raise EntryNotFoundError(f"{filename} not in {repo_id}")
+
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "True")
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", missing)
+    with pytest.raises(EntryNotFoundError):  # what rl_zoo3.load_from_hub does not catch
+        huggingface_sb3.load_from_hub("orga/repo", "vec_normalize.pkl")
+    with _compat.hub_commands_compat(), pytest.raises(HTTPError, match="vec_normalize.pkl"):
+        huggingface_sb3.load_from_hub("orga/repo", "vec_normalize.pkl")
+
+
+def test_record_training_videos_run_through_our_launcher(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_compat.subprocess, "call", lambda args, *rest, **kwargs: calls.append(args) or 0)
+    with _compat.record_video_with_our_launcher():
+        import subprocess
+
+        subprocess.call(["python", "-m", "rl_zoo3.record_video", "--algo", "apo"])
+        subprocess.call(["ffmpeg", "-i", "x.mp4"])
+    assert calls == [[sys.executable, "-m", "sb3_apo.record_video", "--algo", "apo"], ["ffmpeg", "-i", "x.mp4"]]

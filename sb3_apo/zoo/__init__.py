@@ -10,17 +10,21 @@ To use the algorithms from your own rl-zoo3 script, call
 from sb3_apo.zoo.errors import ZooError
 from sb3_apo.zoo.registry import (
     ZOO_ALGORITHMS,
+    HyperparamsSource,
     ZooAlgorithm,
     default_hyperparams_file,
+    find_hyperparams,
     hyperparams_folder,
     register_algorithms,
 )
 
 __all__ = [
     "ZOO_ALGORITHMS",
+    "HyperparamsSource",
     "ZooAlgorithm",
     "ZooError",
     "default_hyperparams_file",
+    "find_hyperparams",
     "hyperparams_folder",
     "register_algorithms",
 ]

@@ -27,13 +27,32 @@ rl-zoo3:
 - :func:`default_hyperparameters`, :func:`create_sampler` and
   :func:`create_pruner` read the manager's protected members
   ``_hyperparams``, ``_create_sampler`` and ``_create_pruner``.
+- :func:`record_video_with_our_launcher` redirects the ``python -m
+  rl_zoo3.record_video`` subprocesses of ``rl_zoo3.record_training``.
+
+The Hugging Face Hub integration (``huggingface_sb3``, installed by rl-zoo3 2.9.2 as
+``sb3-team-hf-integration``, whose only release, 3.2, is pinned in ``.ci/constraints.txt``):
+
+- :func:`hub_commands_compat` restores, for the duration of a hub command, what rl-zoo3 2.9.2
+  expects of the older ``huggingface-sb3`` 3.0 and ``huggingface_hub`` 0.x: the function
+  ``huggingface_sb3.push_to_hub.generate_metadata`` (3.2 renamed it ``_generate_metadata``, so
+  that ``rl_zoo3.push_to_hub`` cannot be imported), and a ``requests`` ``HTTPError`` for a file
+  missing from a model repository (``rl_zoo3.load_from_hub`` catches that to skip a missing
+  ``vec_normalize.pkl``; ``huggingface_hub`` 2 raises its own ``EntryNotFoundError``). The
+  older ``huggingface-sb3`` 3.0 cannot be installed instead: it requires ``huggingface_hub<1``,
+  and ``sb3-team-hf-integration`` 3.2 requires ``huggingface_hub>=2``.
+- :func:`card_written_before_upload` rewrites the model card of the folder that
+  ``rl_zoo3.push_to_hub`` uploads, just before ``HfApi.upload_folder`` sends it.
 """
 
 import contextlib
+import importlib
 import logging
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -248,3 +267,92 @@ def create_pruner(manager: "ExperimentManager") -> BasePruner:
     :return: the Optuna pruner named by its ``--pruner``
     """
     return manager._create_pruner(manager.pruner)
+
+
+@contextlib.contextmanager
+def record_video_with_our_launcher(before_recording: Callable[[], None] | None = None) -> Iterator[None]:
+    """
+    Within the block, the ``python -m rl_zoo3.record_video ...`` subprocesses that
+    ``rl_zoo3.record_training`` starts (with ``subprocess.call``; rl-zoo3's own launcher knows
+    none of this package's algorithms, and ``python`` may not be this interpreter) run
+    ``python -m sb3_apo.record_video ...`` with this interpreter instead.
+
+    :param before_recording: called before each recording (after rl-zoo3 has parsed its arguments)
+    """
+    original_call = subprocess.call
+
+    def call(args: Sequence[str], *popen_args: Any, **popen_kwargs: Any) -> int:
+        if isinstance(args, (list, tuple)) and list(args[1:3]) == ["-m", "rl_zoo3.record_video"]:
+            if before_recording is not None:
+                before_recording()
+            args = [sys.executable, "-m", "sb3_apo.record_video", *args[3:]]
+        return original_call(args, *popen_args, **popen_kwargs)
+
+    subprocess.call = call  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        subprocess.call = original_call  # type: ignore[assignment]
+
+
+def _generate_metadata(model_name: str, env_id: str, mean_reward: float, std_reward: float) -> dict[str, Any]:
+    """``generate_metadata`` of ``huggingface-sb3`` 3.0, as rl-zoo3 2.9.2 calls it: the card's metadata as a dict."""
+    hub_sb3 = importlib.import_module("huggingface_sb3.push_to_hub")
+    return hub_sb3._generate_metadata(model_name, env_id, mean_reward, std_reward).to_dict()
+
+
+@contextlib.contextmanager
+def hub_commands_compat() -> Iterator[None]:
+    """
+    Within the block, ``rl_zoo3.push_to_hub`` and ``rl_zoo3.load_from_hub`` run with the
+    installed ``huggingface_sb3`` and ``huggingface_hub`` (see the module docstring).
+    """
+    import huggingface_sb3
+    from huggingface_hub.errors import EntryNotFoundError
+    from requests.exceptions import HTTPError
+
+    # The module: the package's attribute `push_to_hub` is the function of the same name.
+    hub_sb3 = importlib.import_module("huggingface_sb3.push_to_hub")
+
+    original_load = huggingface_sb3.load_from_hub
+
+    def load_from_hub(repo_id: str, filename: str) -> str:
+        try:
+            return original_load(repo_id, filename)
+        except EntryNotFoundError as error:
+            raise HTTPError(f"{filename} is not in {repo_id}: {error}") from error
+
+    added_metadata = not hasattr(hub_sb3, "generate_metadata")
+    if added_metadata:
+        hub_sb3.generate_metadata = _generate_metadata  # type: ignore[attr-defined]
+    huggingface_sb3.load_from_hub = load_from_hub
+    try:
+        yield
+    finally:
+        huggingface_sb3.load_from_hub = original_load
+        if added_metadata:
+            del hub_sb3.generate_metadata  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def card_written_before_upload(write_card: Callable[[Path], None]) -> Iterator[None]:
+    """
+    Within the block, ``HfApi.upload_folder`` first calls ``write_card(folder)``, which rewrites
+    the folder's ``README.md`` (``rl_zoo3.push_to_hub`` writes rl-zoo3's card, whose commands
+    cannot run this package's algorithms, and uploads it at once).
+
+    :param write_card: rewrites the model card of the folder about to be uploaded
+    """
+    from huggingface_hub import HfApi
+
+    original_upload = HfApi.upload_folder
+
+    def upload_folder(self: HfApi, *args: Any, folder_path: str | Path, **kwargs: Any) -> Any:
+        write_card(Path(folder_path))
+        return original_upload(self, *args, folder_path=folder_path, **kwargs)
+
+    HfApi.upload_folder = upload_folder  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        HfApi.upload_folder = original_upload  # type: ignore[method-assign]

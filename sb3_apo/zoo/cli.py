@@ -7,37 +7,43 @@ rl-zoo3's own command, and turns bad input into one clear message and a
 non-zero exit status instead of a traceback (set ``SB3_APO_TRACEBACK=1`` to see
 the traceback of an unexpected error).
 
-=================  ==========================  ============================================
-command            console script              rl-zoo3 command it wraps
-=================  ==========================  ============================================
-``train``          ``sb3-apo-train``           ``rl_zoo3.train`` (+ ``-optimize``)
-``enjoy``          ``sb3-apo-enjoy``           ``rl_zoo3.enjoy``
-``record_video``   ``sb3-apo-record-video``    ``rl_zoo3.record_video``
-``load_from_hub``  ``sb3-apo-load-from-hub``   ``rl_zoo3.load_from_hub``
-``push_to_hub``    ``sb3-apo-push-to-hub``     ``rl_zoo3.push_to_hub``
-``plot_train``,    ``sb3-apo-zoo <command>``   ``rl_zoo3.plots``
+===================  ============================  ============================================
+command              console script                rl-zoo3 command it wraps
+===================  ============================  ============================================
+``train``            ``sb3-apo-train``             ``rl_zoo3.train`` (+ ``-optimize``)
+``enjoy``            ``sb3-apo-enjoy``             ``rl_zoo3.enjoy``
+``record_video``     ``sb3-apo-record-video``      ``rl_zoo3.record_video``
+``record_training``  ``sb3-apo-record-training``   ``rl_zoo3.record_training``
+``load_from_hub``    ``sb3-apo-load-from-hub``     ``rl_zoo3.load_from_hub``
+``push_to_hub``      ``sb3-apo-push-to-hub``       ``rl_zoo3.push_to_hub``
+``plot_train``,      ``sb3-apo-zoo <command>``     ``rl_zoo3.plots``
 ``plot_from_file``,
 ``all_plots``
-=================  ==========================  ============================================
+===================  ============================  ============================================
 
-``python -m sb3_apo.train`` (and ``.enjoy``, ``.record_video``,
+``python -m sb3_apo.train`` (and ``.enjoy``, ``.record_video``, ``.record_training``,
 ``.load_from_hub``, ``.push_to_hub``) and ``python -m sb3_apo.zoo <command>``
-do the same. Differences from rl-zoo3: the project's hyperparameter files are
-the default; ``enjoy`` and ``record_video`` read ``logs/`` by default (where
-``train`` writes); ``train`` accepts three options of its own for distributed
-tuning, ``--heartbeat-interval``, ``--grace-period`` and ``--max-retry``.
+do the same, with rl-zoo3's flags. Differences from rl-zoo3: the project's
+hyperparameters are the default (:func:`sb3_apo.zoo.registry.find_hyperparams`);
+``enjoy``, ``record_video`` and ``record_training`` read ``logs/`` by default
+(where ``train`` writes); ``train`` accepts three options of its own for
+distributed tuning, ``--heartbeat-interval``, ``--grace-period`` and
+``--max-retry``; ``push_to_hub`` writes a model card whose commands are this
+package's (:mod:`sb3_apo.zoo.hub`).
 """
 
 import argparse
 import io
 import os
 import runpy
+import shutil
 import signal
 import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, redirect_stderr
+from contextlib import ExitStack, contextmanager, redirect_stderr
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -330,6 +336,24 @@ def enjoy(argv: Sequence[str] | None = None) -> int:
     return _run("sb3-apo-enjoy", _with_default_folder(_argv(argv)), command)
 
 
+#: What MuJoCo needs to render without a display, and the variable that selects it.
+HEADLESS_GL_HINT = (
+    "MuJoCo found no OpenGL context to render with (no display?): on a headless machine set "
+    "MUJOCO_GL=egl (GPU or EGL-capable driver) or MUJOCO_GL=osmesa (software), e.g. MUJOCO_GL=egl {command}"
+)
+
+
+@contextmanager
+def _headless_gl_hint(prog: str) -> Iterator[None]:
+    """Turn MuJoCo's raw OpenGL ``FatalError`` (rendering without a display) into one line saying what to set."""
+    try:
+        yield
+    except Exception as error:
+        if type(error).__module__ == "mujoco" and "OpenGL" in str(error):
+            raise ZooError(f"{HEADLESS_GL_HINT.format(command=prog)} ({type(error).__name__}: {error})") from error
+        raise
+
+
 def record_video(argv: Sequence[str] | None = None) -> int:
     """
     ``sb3-apo-record-video``: ``rl_zoo3.record_video`` with this package's algorithms; reads
@@ -338,17 +362,65 @@ def record_video(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments; ``None``: ``sys.argv[1:]``
     :return: the exit status
     """
-    return _run(
-        "sb3-apo-record-video",
-        _with_default_folder(_argv(argv)),
-        lambda: runpy.run_module("rl_zoo3.record_video", run_name="__main__"),
-    )
+    prog = "sb3-apo-record-video"
+
+    def command() -> None:
+        with _headless_gl_hint(prog):
+            runpy.run_module("rl_zoo3.record_video", run_name="__main__")
+
+    return _run(prog, _with_default_folder(_argv(argv)), command)
+
+
+def record_training(argv: Sequence[str] | None = None) -> int:
+    """
+    ``sb3-apo-record-training``: ``rl_zoo3.record_training`` (a video of each checkpoint, the
+    final and the best model of a run, joined) with this package's algorithms; reads ``logs/``
+    by default. Its videos are recorded by ``python -m sb3_apo.record_video``.
+
+    :param argv: the arguments; ``None``: ``sys.argv[1:]``
+    :return: the exit status
+    """
+    from sb3_apo.zoo._compat import record_video_with_our_launcher
+
+    def check_ffmpeg() -> None:
+        # rl-zoo3 runs ffmpeg with os.system, which ignores a missing program, then fails on the files it did not write.
+        if shutil.which("ffmpeg") is None:
+            raise ZooError(
+                "record_training joins the videos with the ffmpeg program, which is not on the PATH: install it "
+                "(e.g. apt-get install ffmpeg, conda install ffmpeg), or record single videos with record_video."
+            )
+
+    def command() -> None:
+        with record_video_with_our_launcher(before_recording=check_ffmpeg):
+            runpy.run_module("rl_zoo3.record_training", run_name="__main__")
+
+    return _run("sb3-apo-record-training", _with_default_folder(_argv(argv)), command)
+
+
+def _write_our_model_card(argv: Sequence[str]) -> Callable[[Path], None]:
+    """The card writer of ``push_to_hub`` for its command line (rl-zoo3's flags)."""
+    from sb3_apo.zoo.hub import write_model_card
+
+    def write_card(folder: Path) -> None:
+        from rl_zoo3.utils import ALGOS
+
+        # Called at the upload, once rl-zoo3 has parsed and checked the same arguments.
+        parser = argparse.ArgumentParser(add_help=False)
+        for flags in (["--algo"], ["--env"], ["-orga", "--organization"], ["-name", "--repo-name"]):
+            parser.add_argument(*flags)
+        options, _ = parser.parse_known_args(argv)
+        algo_class_name = ALGOS[options.algo].__name__
+        write_model_card(folder, options.algo, algo_class_name, options.env, options.organization, options.repo_name)
+
+    return write_card
 
 
 def _hub_command(module: str, name: str) -> Callable[[Sequence[str] | None], int]:
     """
     A launcher for one of rl-zoo3's Hugging Face Hub commands, which fails at once with a
-    clear message when the Hub cannot be reached.
+    clear message when the Hub cannot be reached, and runs rl-zoo3's command with the
+    installed Hub packages (:func:`sb3_apo.zoo._compat.hub_commands_compat`). ``push_to_hub``
+    writes this package's model card (:mod:`sb3_apo.zoo.hub`) instead of rl-zoo3's.
 
     :param module: the rl-zoo3 module to run, e.g. ``rl_zoo3.load_from_hub``
     :param name: the console script's name, used in messages
@@ -359,12 +431,17 @@ def _hub_command(module: str, name: str) -> Callable[[Sequence[str] | None], int
         :param argv: the arguments; ``None``: ``sys.argv[1:]``
         :return: the exit status
         """
+        from sb3_apo.zoo._compat import card_written_before_upload, hub_commands_compat
+
         args = _argv(argv)
 
         def command() -> None:
-            if not ("-h" in args or "--help" in args):
-                _check_hub_reachable()
-            runpy.run_module(module, run_name="__main__")
+            with hub_commands_compat(), _headless_gl_hint(name), ExitStack() as stack:
+                if module == "rl_zoo3.push_to_hub":
+                    stack.enter_context(card_written_before_upload(_write_our_model_card(args)))
+                if not ("-h" in args or "--help" in args):
+                    _check_hub_reachable()
+                runpy.run_module(module, run_name="__main__")
 
         return _run(name, args, command)
 
@@ -397,6 +474,7 @@ COMMANDS: dict[str, Callable[[Sequence[str] | None], int]] = {
     "train": train,
     "enjoy": enjoy,
     "record_video": record_video,
+    "record_training": record_training,
     "load_from_hub": load_from_hub,
     "push_to_hub": push_to_hub,
     "plot_train": _plot_command("plot_train"),

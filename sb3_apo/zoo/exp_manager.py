@@ -3,9 +3,11 @@ rl-zoo3's ``ExperimentManager``, with the project's defaults and robust tuning.
 
 :class:`ZooExperimentManager` subclasses rl-zoo3's manager and changes only:
 
-- the default hyperparameter file: the project's ``<algo>.yml`` (shipped in the
-  package) for the algorithms of :mod:`sb3_apo.zoo.registry` and ``ppo``,
-  rl-zoo3's own for its other algorithms;
+- the default hyperparameters (:func:`sb3_apo.zoo.registry.find_hyperparams`): the
+  project's ``<algo>.yml`` (shipped in the package) where it has an entry for the
+  environment, else rl-zoo3's tuned ``ppo.yml`` entry for the PPO family, else the
+  ``default`` entry; one printed line says which; rl-zoo3's other algorithms read
+  rl-zoo3's own files;
 - input checks that end in a :class:`~sb3_apo.zoo.errors.ZooError` (one clear
   line) instead of a traceback: a missing or malformed YAML file, an
   environment the file does not list, an invalid schedule, ``-n`` below 1, a
@@ -56,7 +58,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_apo.zoo._compat import create_pruner, create_sampler, default_hyperparameters, mute_interrupted_trial_log
 from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
-from sb3_apo.zoo.registry import default_hyperparams_file
+from sb3_apo.zoo.registry import HyperparamsSource, find_hyperparams
 from sb3_apo.zoo.storage import (
     HeartbeatOptions,
     describe_storage,
@@ -183,8 +185,8 @@ class ZooExperimentManager(ExperimentManager):
     :param env_id: the environment id
     :param log_folder: the root of the log folders
     :param manager_args: the other positional arguments of rl-zoo3's manager
-    :param config: ``-conf``: a hyperparameter file or module; ``None``: the project's file for
-        ``algo`` if there is one, else rl-zoo3's
+    :param config: ``-conf``: a hyperparameter file or module; ``None``: the file that
+        :func:`~sb3_apo.zoo.registry.find_hyperparams` finds for ``algo`` and the environment
     :param trial_id: ``--trial-id``: load this trial's hyperparameters from the study
     :param manager_kwargs: the other keyword arguments of rl-zoo3's manager
     """
@@ -203,10 +205,13 @@ class ZooExperimentManager(ExperimentManager):
         trial_id: int | None = None,
         **manager_kwargs: Any,
     ):
-        if config is None:
-            default_file = default_hyperparams_file(algo)
-            config = None if default_file is None else str(default_file)
         super().__init__(args, algo, env_id, log_folder, *manager_args, config=config, trial_id=trial_id, **manager_kwargs)
+        #: Where the hyperparameters come from when no ``-conf`` is given (``None``: the given file, or rl-zoo3's).
+        self.hyperparams_source: HyperparamsSource | None = None
+        if config is None:
+            self.hyperparams_source = find_hyperparams(algo, self.env_name.gym_id, self.is_atari(self.env_name.gym_id))
+            if self.hyperparams_source is not None:
+                self.config = str(self.hyperparams_source.path)
         if self.n_timesteps < -1:  # 0 (the manager's default) and -1 (train's): "not given"
             raise ZooError(
                 f"-n/--n-timesteps must be a positive number of steps, got {self.n_timesteps} "
@@ -240,12 +245,20 @@ class ZooExperimentManager(ExperimentManager):
         :return: the hyperparameters, and the sorted copy saved as ``config.yml``
         """
         self._check_config()
+        if self.hyperparams_source is not None:
+            print(self.hyperparams_source.description)
         trial_id, self.trial_id = self.trial_id, None
         try:
             hyperparams, _ = super().read_hyperparameters()
         finally:
             self.trial_id = trial_id
         hyperparams = read_yaml_numbers(hyperparams)
+        source = self.hyperparams_source
+        if source is not None and (source.overrides or source.removed):
+            for key in source.removed:
+                hyperparams.pop(key, None)
+            hyperparams.update(source.overrides)
+            hyperparams.update(self.custom_hyperparams or {})
         if trial_id is not None and self.storage and self.study_name:
             print(f"Loading the hyperparameters of trial {trial_id} of study {self.study_name!r}")
             hyperparams.update(self.load_trial(self.storage, self.study_name, trial_id))
