@@ -71,7 +71,8 @@ def test_other_launcher_options_pass():
 @pytest.mark.parametrize(
     "options, expected",
     [
-        (["--status-every", "0"], "--status-every must be a positive number of seconds, got 0.0"),
+        (["--status-every", "0"], "--status-every must be a positive (finite) number of seconds, got 0.0"),
+        (["--status-every", "inf"], "--status-every must be a positive (finite) number of seconds, got inf"),
         (["-n", "0"], "-n/--n-timesteps must be a whole number of at least 1, got 0"),
         (["--threads-per-run", "0"], "--threads-per-run must be a whole number of at least 1, got 0"),
         (["--eval-episodes", "0"], "--eval-episodes must be a whole number of at least 1, got 0"),

@@ -392,8 +392,8 @@ class GridRunner:
     ):
         if jobs < 1:
             raise GridError(f"--jobs must be at least 1, got {jobs}.")
-        if not status_every > 0:
-            raise GridError(f"--status-every must be a positive number of seconds, got {status_every}.")
+        if not 0 < status_every < float("inf"):
+            raise GridError(f"--status-every must be a positive (finite) number of seconds, got {status_every}.")
         reserved = reserved_options_in(settings.extra_args)
         if reserved:
             raise GridError(
