@@ -17,6 +17,7 @@ algorithms' own costs, not the cost of the states their policies reach.
 """
 
 import argparse
+import difflib
 import gc
 import os
 import platform
@@ -24,7 +25,8 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch as th
+from filelock import FileLock, Timeout
 from scipy import stats
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -47,6 +50,8 @@ VEC_ENV = "env: same VecEnv, random actions"
 RAW_ENV = "env: one gym.make env, random actions"
 #: The files a finished measurement leaves in ``--out``.
 OUTPUT_FILES = ("speed.md", "speed.json", "speed_summary.csv", "speed.csv", "command.txt")
+#: The lock file that a measurement holds in ``--out`` from its start to its end (one measurement per folder).
+LOCK_FILE = ".speed.lock"
 
 
 @dataclass
@@ -67,6 +72,39 @@ class Contender:
     phase_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
+def parse_contender(contender: str) -> tuple[str, str, dict[str, Any]]:
+    """
+    Read a contender as rl-zoo3 reads ``-params``, without building anything.
+
+    :param contender: ``algo`` or ``algo:key=value,...``; the key ``vec_env`` (``dummy`` or ``subproc``) is
+        rl-zoo3's ``--vec-env``, not a hyperparameter
+    :return: the algorithm, the ``VecEnv`` class name and the hyperparameter overrides (values evaluated)
+    :raises ValueError: for an unknown algorithm, a malformed contender or a value that is not a Python expression
+    """
+    from rl_zoo3.utils import ALGOS, StoreDict
+
+    from sb3_apo.zoo.registry import register_algorithms
+
+    register_algorithms()
+    algo, params = parse_overrides(contender)
+    vec_env_type = dict(params).get("vec_env", "dummy")
+    params = tuple((key, value) for key, value in params if key != "vec_env")
+    if vec_env_type not in ("dummy", "subproc"):
+        raise ValueError(f"`vec_env` must be 'dummy' or 'subproc' in contender {contender!r}, got {vec_env_type!r}.")
+    if algo not in ALGOS:
+        raise ValueError(f"Unknown algorithm {algo!r} in contender {contender!r}; known: {', '.join(sorted(ALGOS))}.")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-params", nargs="*", action=StoreDict, default={})
+    try:  # rl-zoo3's StoreDict evaluates each value as a Python expression
+        overrides = parser.parse_args(["-params", *(f"{key}:{value}" for key, value in params)]).params
+    except Exception as error:
+        raise ValueError(
+            f"Bad overrides in contender {contender!r}: {type(error).__name__}: {error}; a value is a Python expression "
+            "(strings in quotes: anchor_mode='parity')."
+        ) from error
+    return algo, vec_env_type, overrides
+
+
 def build_model(
     contender: str, env_id: str, hyperparams_dir: Path | None, log_folder: str, seed: int, device: str
 ) -> tuple[BaseAlgorithm, Any, dict[str, Any]]:
@@ -84,21 +122,10 @@ def build_model(
     :raises ValueError: for an unknown algorithm, a malformed contender or an env missing from the file
     """
     from rl_zoo3.exp_manager import ExperimentManager
-    from rl_zoo3.utils import ALGOS, StoreDict
 
-    from sb3_apo.zoo.registry import default_hyperparams_file, register_algorithms
+    from sb3_apo.zoo.registry import default_hyperparams_file
 
-    register_algorithms()
-    algo, params = parse_overrides(contender)
-    vec_env_type = dict(params).get("vec_env", "dummy")
-    params = tuple((key, value) for key, value in params if key != "vec_env")
-    if vec_env_type not in ("dummy", "subproc"):
-        raise ValueError(f"`vec_env` must be 'dummy' or 'subproc' in contender {contender!r}, got {vec_env_type!r}.")
-    if algo not in ALGOS:
-        raise ValueError(f"Unknown algorithm {algo!r} in contender {contender!r}; known: {', '.join(sorted(ALGOS))}.")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-params", nargs="*", action=StoreDict, default={})
-    overrides = parser.parse_args(["-params", *(f"{key}:{value}" for key, value in params)]).params
+    algo, vec_env_type, overrides = parse_contender(contender)
     config = hyperparams_dir / f"{algo}.yml" if hyperparams_dir is not None else default_hyperparams_file(algo)
     manager = ExperimentManager(
         argparse.Namespace(),
@@ -116,6 +143,61 @@ def build_model(
     )
     model, saved = manager.setup_experiment()  # type: ignore[misc]
     return model, manager, {**saved, **overrides, **({"vec_env": vec_env_type} if vec_env_type != "dummy" else {})}
+
+
+def check_env_id(env_id: str) -> None:
+    """
+    Refuse an environment id that is not registered (after rl-zoo3's own registrations), as rl-zoo3's ``train`` does.
+
+    :param env_id: the environment id
+    :raises ValueError: naming the id and the closest registered ones
+    """
+    import rl_zoo3.import_envs  # noqa: F401  (registers rl-zoo3's own environments)
+
+    import sb3_apo.envs  # noqa: F401  (registers the package's environments)
+
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; give a registered gymnasium id, e.g. Hopper-v5."
+        raise ValueError(f"Unknown environment {env_id!r} (--env){hint}")
+
+
+@contextmanager
+def locked_output(out: Path | None, overwrite: bool) -> Iterator[None]:
+    """
+    Hold ``out`` for one measurement from its start to its end, so that a second measurement into
+    the same folder stops at once instead of overwriting the first one's results when it ends.
+
+    :param out: the output folder (``None``: nothing to hold)
+    :param overwrite: replace the results of a finished measurement in ``out``
+    :raises ValueError: when ``out`` is a file, or cannot be created
+    :raises FileExistsError: when another measurement holds ``out``, or ``out`` holds finished results and
+        ``overwrite`` is not set
+    """
+    if out is None:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it is created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / LOCK_FILE).touch()
+    except OSError as error:
+        raise ValueError(f"Cannot write in --out {out}: {error.strerror or error}.") from error
+    lock = FileLock(out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as error:
+        raise FileExistsError(f"Another speed measurement is writing to {out}; give another --out.") from error
+    try:
+        finished = [name for name in OUTPUT_FILES if (out / name).exists()]
+        if finished and not overwrite:
+            raise FileExistsError(
+                f"{out} holds the results of a finished measurement ({', '.join(finished)}); give --overwrite."
+            )
+        yield
+    finally:
+        lock.release()
 
 
 def with_overrides(contender: str, overrides: str) -> str:
@@ -332,17 +414,53 @@ def run_speed(
     :param command: the command line to record
     :param log: where progress lines go
     :return: the summary: settings and one row per contender
-    :raises ValueError: on bad settings or contenders
-    :raises FileExistsError: when ``out`` holds finished results and ``overwrite`` is not set
+    :raises ValueError: on bad settings, an unknown environment or a bad contender, or an ``out`` that is a file
+    :raises FileExistsError: when another measurement holds ``out``, or ``out`` holds finished results and
+        ``overwrite`` is not set
     """
-    if rounds < 1 or (steps_per_round is not None and steps_per_round < 1) or warmup_steps < 0:
+    if rounds < 1 or (steps_per_round is not None and steps_per_round < 1) or warmup_steps < 0 or threads < 1:
         raise ValueError(
-            "`rounds` must be at least 1, `steps_per_round` at least 1 (or None: one rollout of the reference) and "
-            f"`warmup_steps` at least 0; got rounds={rounds}, steps_per_round={steps_per_round}, warmup_steps={warmup_steps}"
+            "`rounds` must be at least 1, `steps_per_round` at least 1 (or None: one rollout of the reference), "
+            f"`warmup_steps` at least 0 and `threads` at least 1; got rounds={rounds}, steps_per_round={steps_per_round}, "
+            f"warmup_steps={warmup_steps}, threads={threads}"
         )
-    finished = [name for name in OUTPUT_FILES if out is not None and (out / name).exists()]
-    if finished and not overwrite:
-        raise FileExistsError(f"{out} holds the results of a finished measurement ({', '.join(finished)}); give --overwrite.")
+    check_env_id(env_id)
+    for contender in dict.fromkeys([*contenders, REFERENCE]):  # every contender is read before the first one is built
+        parse_contender(with_overrides(contender, overrides))
+    with locked_output(out, overwrite):
+        return _measure(
+            env_id,
+            contenders,
+            rounds,
+            steps_per_round,
+            warmup_steps,
+            hyperparams_dir,
+            out,
+            seed,
+            device,
+            threads,
+            overrides,
+            command,
+            log,
+        )
+
+
+def _measure(
+    env_id: str,
+    contenders: Sequence[str],
+    rounds: int,
+    steps_per_round: int | None,
+    warmup_steps: int,
+    hyperparams_dir: Path | None,
+    out: Path | None,
+    seed: int,
+    device: str,
+    threads: int,
+    overrides: str,
+    command: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """:func:`run_speed` once its settings are checked and ``out`` is held."""
     names = list(dict.fromkeys([*contenders, REFERENCE]))
     th.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -535,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides=args.overrides,
             command=shlex.join(["python", "benchmarks/speed.py", *argv]),
         )
-    except (ValueError, FileExistsError) as error:  # bad settings or contenders, finished results in --out
+    except (ValueError, FileExistsError) as error:  # bad settings or contenders, --out held or with finished results
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -26,8 +26,11 @@ against Pass@1 at the end), ``config.json`` and ``reference_policy.pth``.
 
 Usage::
 
-    python examples/support_apo_pass_at_k.py                 # the committed run (about 11 min on one core)
-    python examples/support_apo_pass_at_k.py --tiny --out logs/smoke   # a smoke test, seconds
+    python examples/support_apo_pass_at_k.py --out results/support_apo   # the committed run (about 11 min on one core)
+    python examples/support_apo_pass_at_k.py --tiny --out logs/smoke     # a smoke test, seconds
+
+Without ``--out``, the outputs go to a new folder, ``runs/support_apo/<date>-<time>``, so
+that a run never overwrites the results of another one (the committed ones included).
 """
 
 import argparse
@@ -79,9 +82,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Where a run without ``--out`` writes: a new folder in it (``runs/`` is not committed).
+DEFAULT_OUT_PARENT = Path("runs") / "support_apo"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results/support_apo"), help="output folder")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default: a new folder {DEFAULT_OUT_PARENT}/<date>-<time>; the committed results "
+        "are --out results/support_apo)",
+    )
     parser.add_argument("--tiny", action="store_true", help="a smoke-test budget (seconds)")
     parser.add_argument("--timesteps", type=int, help="fine-tuning steps per run (default: 100000, tiny: 1024)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations (default: 10000, tiny: 512)")
@@ -109,7 +122,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown variants {unknown}; the variants are {list(VARIANTS)}")
     if args.k > args.n_samples:
         parser.error(f"--k ({args.k}) must not exceed --n-samples ({args.n_samples})")
+    if args.out is None:
+        if args.summarise_only:
+            parser.error("--summarise-only needs --out, the folder of the run to summarise")
+        args.out = fresh_folder(DEFAULT_OUT_PARENT)
+        print(f"Writing to {args.out}")
     return args
+
+
+def fresh_folder(parent: Path) -> Path:
+    """
+    Create a new folder ``parent/<date>-<time>`` (with a suffix if a run started in the same second).
+
+    :param parent: the folder to create it in (created if missing)
+    :return: the new, empty folder
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"No fresh folder name left in {parent} for {stamp}.")
 
 
 #: Fine-tuning hyperparameters, shared by every variant.

@@ -188,7 +188,7 @@ def test_variants_parse_and_reject_bad_input():
             Variant.parse(bad)
     with pytest.raises(GridError, match="Duplicate seed"):
         plan_grid(["CartPole-v1"], ["ppo"], [Variant.parse("base")], [0, 0])
-    with pytest.raises(GridError, match="set by the runner"):
+    with pytest.raises(GridError, match="one that the runner sets itself"):
         GridRunner([], GridSettings(results=Path("x"), extra_args=("--seed", "3")), jobs=1)
 
 

@@ -11,6 +11,7 @@ stopping mid-run, the password in every file a tuning run writes) are in
 import argparse
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from rl_zoo3.exp_manager import ExperimentManager  # noqa: E402
 from sb3_apo.zoo import cli  # noqa: E402
 from sb3_apo.zoo.errors import ZooError  # noqa: E402
 from sb3_apo.zoo.exp_manager import ZooExperimentManager, read_yaml_numbers  # noqa: E402
+from sb3_apo.zoo.registry import hyperparams_folder  # noqa: E402
 from sb3_apo.zoo.storage import describe_storage, mask_command, open_storage  # noqa: E402
 
 TINY_CARTPOLE = {
@@ -69,6 +71,63 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path, capsys):
     (run,) = run_folders(tmp_path)
     saved = yaml.load((run / "CartPole-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
     assert saved["learning_rate"] == 0.001 and saved["ent_coef"] == 0.01
+
+
+def test_the_recorded_command_names_the_interpreter_python(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "exp.yml"
+    config.write_text(yaml.safe_dump(TINY_CARTPOLE))
+    args = train_args(tmp_path, "-conf", str(config), "--eval-freq", "-1")
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "sb3_apo.train", *args])
+    assert cli.train(args) == 0, capsys.readouterr().err
+    (run,) = run_folders(tmp_path)
+    recorded = (run / "CartPole-v1" / "command.txt").read_text()
+    assert recorded.startswith("python -m sb3_apo.train --algo apo") and sys.executable not in recorded
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "CartPole-v1:\n  n_steps: 32\n  n_epochs: 1\n  n_steps: 64\n",
+        "CartPole-v1:\n  n_steps: 32\nCartPole-v1:\n  n_steps: 64\n",
+    ],
+)
+def test_a_yaml_key_given_twice_is_refused(entry, tmp_path, capsys):
+    config = tmp_path / "exp.yml"
+    config.write_text(entry)
+    assert cli.train(train_args(tmp_path, "-conf", str(config))) == 2
+    line = one_error_line(capsys)
+    key = "n_steps" if entry.count("CartPole") == 1 else "CartPole-v1"
+    assert f"Hyperparameter file {config}: the key {key!r} is given twice (lines " in line
+    assert not (tmp_path / "logs").exists()
+
+
+def test_yaml_merge_keys_may_be_overridden_and_the_projects_files_give_each_key_once(tmp_path):
+    config = tmp_path / "exp.yml"
+    config.write_text("base: &base\n  n_steps: 32\nCartPole-v1:\n  <<: *base\n  n_steps: 64\n")
+    cli.check_hyperparams_file(str(config))
+    for path in sorted(hyperparams_folder().glob("*.yml")):
+        cli.check_hyperparams_file(str(path))
+
+
+def test_a_params_key_given_twice_is_refused(tmp_path, capsys):
+    assert cli.train(train_args(tmp_path, "-params", "n_steps:32", "n_epochs:1", "-params", "n_steps:64")) == 2
+    assert "-params gives n_steps twice" in one_error_line(capsys)
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["-optimize", "--n-evaluations", "0"], "--n-evaluations must be a positive number of evaluations, got 0"),
+        (["-optimize", "--n-trials", "-3"], "--n-trials must be a positive number of trials, got -3"),
+        (["--eval-episodes", "0"], "--eval-episodes must be a positive number of episodes, got 0"),
+        (["-optimize", "--n-evaluation", "0"], "--n-evaluations must be a positive number of evaluations, got 0"),
+    ],
+)
+def test_counts_below_one_are_refused(options, expected, tmp_path, capsys):
+    assert cli.train(train_args(tmp_path, *options, "-n", "64")) == 2
+    assert expected in one_error_line(capsys)
+    assert not (tmp_path / "logs").exists()
 
 
 def test_read_yaml_numbers_leaves_other_strings_alone():
@@ -189,6 +248,60 @@ def test_open_storage_repairs_a_torn_journal(tmp_path, capsys):
     trials = optuna.load_study(study_name="s", storage=open_storage(str(path))).trials
     assert len(trials) == 3 and all(trial.state.is_finished() for trial in trials)
     assert (tmp_path / "study.log.torn").read_bytes().startswith(b'{"op_code":4')
+
+
+def test_a_file_that_is_not_a_journal_is_refused_and_left_unchanged(tmp_path, capsys):
+    for content in (b"2024-01-01 training started\nloss 0.5\n", b"not a journal, no newline", b'{"op_code"x\n'):
+        path = tmp_path / "junk.log"
+        path.write_bytes(content)
+        with pytest.raises(ZooError, match="is not an Optuna journal file"):
+            open_storage(str(path))
+        assert path.read_bytes() == content and not (tmp_path / "junk.log.torn").exists()
+    args = train_args(tmp_path, "-optimize", "--storage", str(path), "--study-name", "s", "-n", "64")
+    assert cli.train(args) == 1
+    assert "is not an Optuna journal file" in one_error_line(capsys)
+    assert path.read_bytes() == content
+
+
+def test_the_storage_may_come_from_an_environment_variable(tmp_path, capsys, monkeypatch):
+    journal = tmp_path / "study.log"
+    monkeypatch.setenv("SB3_APO_TEST_STORAGE", str(journal))
+    optuna.create_study(study_name="s", storage=open_storage("env:SB3_APO_TEST_STORAGE")).optimize(
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=1
+    )
+    assert len(optuna.load_study(study_name="s", storage=open_storage(str(journal), create=False)).trials) == 1
+    monkeypatch.delenv("SB3_APO_TEST_STORAGE")
+    with pytest.raises(ZooError, match="the environment variable 'SB3_APO_TEST_STORAGE' is not set"):
+        open_storage("env:SB3_APO_TEST_STORAGE")
+    args = train_args(tmp_path, "-optimize", "--storage", "env:SB3_APO_TEST_STORAGE", "--study-name", "s", "-n", "64")
+    assert cli.train(args) == 2
+    assert "--storage env:SB3_APO_TEST_STORAGE: the environment variable" in one_error_line(capsys)
+
+
+def test_workers_creating_the_tables_of_a_new_sqlite_file_together_retry(tmp_path, monkeypatch):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from sb3_apo.zoo import storage as storage_module
+
+    real = storage_module.RDBStorage
+    calls = []
+
+    def racing(*args, **kwargs):
+        # what the worker that loses the race sees: its CREATE TABLE after the winner's
+        calls.append(args)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError(
+                "CREATE TABLE studies", {}, sqlite3.OperationalError("table studies already exists")
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_module, "RDBStorage", racing)
+    monkeypatch.setattr(storage_module.time, "sleep", lambda seconds: None)
+    opened = open_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    optuna.create_study(study_name="s", storage=opened)
+    assert len(calls) == 2
 
 
 def test_passwords_are_masked_in_urls_and_command_lines():

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from sb3_apo import APO  # noqa: E402
 from sb3_apo.apo.apo import parse_anchor_coef  # noqa: E402
 from sb3_apo.zoo import cli  # noqa: E402
 from sb3_apo.zoo._compat import HEARTBEAT_ATTR  # noqa: E402
+from sb3_apo.zoo.errors import ZooError  # noqa: E402
 from sb3_apo.zoo.hyperparams_opt import convert_ppo_family_params  # noqa: E402
 from sb3_apo.zoo.storage import open_storage  # noqa: E402
 
@@ -79,16 +81,19 @@ def tuning_args(
     ]
 
 
-def start_worker(args: list[str], log_file: Path, ctrl_c: str = "handled") -> subprocess.Popen:
+def start_worker(
+    args: list[str], log_file: Path, ctrl_c: str = "handled", env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """
     Start ``python -m sb3_apo.train`` with its output in a file.
 
     ``ctrl_c="ignored"`` starts it as a shell without job control starts a background command
     (``nohup ... &`` in a script): with SIGINT ignored, which Python then leaves ignored.
-    Otherwise SIGINT is restored to its default, whatever this process inherited.
+    Otherwise SIGINT is restored to its default, whatever this process inherited. ``env``: further
+    environment variables of the worker.
     """
     output = open(log_file, "w")  # noqa: SIM115  (closed by finish_worker)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **(env or {})}
     disposition = {"handled": signal.SIG_DFL, "ignored": signal.SIG_IGN}[ctrl_c]
     return subprocess.Popen(
         [sys.executable, "-m", "sb3_apo.train", *args],
@@ -230,7 +235,24 @@ class PostgresServer:
 
 @pytest.fixture()
 def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server on 127.0.0.1, started from the system's binaries."""
+    """A throwaway PostgreSQL server on 127.0.0.1, started from the system's binaries (trust authentication)."""
+    with _postgres() as server:
+        yield server
+
+
+#: The password of the user ``postgres`` of :func:`password_postgres_server`.
+SERVER_PASSWORD = "Pw-in-the-environment-3"
+
+
+@pytest.fixture()
+def password_postgres_server() -> Iterator[PostgresServer]:
+    """The same server, which asks TCP clients for :data:`SERVER_PASSWORD` (its URL has none)."""
+    with _postgres(SERVER_PASSWORD) as server:
+        yield server
+
+
+@contextmanager
+def _postgres(password: str | None = None) -> Iterator[PostgresServer]:
     bin_dir = _postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
@@ -262,7 +284,14 @@ def postgres_server() -> Iterator[PostgresServer]:
             running = False
 
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        auth = ["--auth=trust"]
+        if password is not None:
+            password_file = folder / "password.txt"
+            password_file.write_text(password + "\n")
+            if owner is not None:
+                os.chown(password_file, owner.pw_uid, owner.pw_gid)
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}"]
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", *auth, "-E", "UTF8", "--no-sync")
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
         running = True
@@ -526,3 +555,27 @@ def test_the_database_password_is_recorded_nowhere(postgres_server, tmp_path):
     assert "postgres:***@" in study.user_attrs["command"]
     (command_txt,) = [path for path in written if path.name == "command.txt"]
     assert "postgres:***@" in command_txt.read_text()
+
+
+@pytest.mark.slow
+def test_a_worker_takes_the_database_password_from_the_environment(password_postgres_server, tmp_path, monkeypatch):
+    url = password_postgres_server.url  # no password in it
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(ZooError, match="Cannot connect to the database storage"):
+        open_storage(url)
+    # libpq reads PGPASSWORD for a URL without password
+    monkeypatch.setenv("PGPASSWORD", SERVER_PASSWORD)
+    optuna.create_study(study_name="pgpassword", storage=open_storage(url))
+    monkeypatch.delenv("PGPASSWORD")
+    # --storage env:NAME: the whole URL, password included, from a variable; the command line holds only its name
+    variable = {"SB3_APO_TEST_STORAGE": password_postgres_server.url_with_password(SERVER_PASSWORD)}
+    args = tuning_args("env:SB3_APO_TEST_STORAGE", "from-env", tmp_path / "logs", seed=1, max_total_trials=1, n_timesteps=256)
+    worker = start_worker(args, tmp_path / "tune.txt", env=variable)
+    output = finish_worker(worker, tmp_path / "tune.txt")
+    assert worker.returncode == 0, output
+    monkeypatch.setenv("PGPASSWORD", SERVER_PASSWORD)
+    study = load_study(open_storage(url), "from-env")
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    assert "--storage env:SB3_APO_TEST_STORAGE" in study.user_attrs["command"]
+    for path in (path for path in tmp_path.rglob("*") if path.is_file()):
+        assert SERVER_PASSWORD.encode() not in path.read_bytes(), path

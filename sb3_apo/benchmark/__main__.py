@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sb3_apo.benchmark.grid import BASE_VARIANT, GridError, GridRunner, GridSettings, Variant, plan_grid
+from sb3_apo.zoo.masking import recorded_command
 
 
 def default_jobs() -> int:
@@ -39,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a grid of algorithms x envs x variants x seeds (resumable)",
         description="Run a grid through the launcher, N runs at a time. Finished runs are never redone; "
-        "run the same command again to resume an interrupted grid. Arguments after `--` go to every launcher call.",
+        "run the same command again to resume an interrupted grid. Arguments after `--` go to every launcher call "
+        "(a database password in them, e.g. in --storage, is masked in every file the runner writes, but every user "
+        "of the machine sees it in `ps`: give --storage env:NAME, NAME an environment variable holding the URL, or "
+        "leave the password out of the URL and set PGPASSWORD).",
     )
     run.add_argument("--results", type=Path, required=True, help="results folder")
     run.add_argument("--algos", nargs="+", required=True, help="algorithms, as the launcher's --algo names them")
@@ -94,7 +98,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: Sequence[str]) -> int
         pending = set(runner.pending())
         for spec in runs:
             state = "to run" if spec in pending else "finished"
-            print(f"{spec.key}: {state}\n  {shlex.join(spec.command(settings))}")
+            print(f"{spec.key}: {state}\n  {shlex.join(recorded_command(spec.command(settings)))}")
         print(f"{len(pending)} of {len(runs)} runs to run.")
         return 0
     return runner.run(argv=["python", "-m", "sb3_apo.benchmark", *argv])

@@ -10,9 +10,11 @@ again; a folder without it (an interrupted or failed run) is deleted and the
 run starts again from scratch. See ``docs/benchmarks.md`` for every file.
 """
 
+import argparse
 import ast
 import contextlib
 import datetime
+import io
 import json
 import os
 import platform
@@ -35,12 +37,13 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from sb3_apo.benchmark import files
+from sb3_apo.zoo.masking import mask_command, recorded_command
 
 #: The name of the variant without overrides.
 BASE_VARIANT = "base"
 #: Dotted path of the diagnostics callback given to the launcher.
 CALLBACK_PATH = "sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback"
-#: Launcher options the runner sets itself; passing them as extra arguments is an error.
+#: Launcher options the runner sets itself; passing them (or an abbreviation of them) as extra arguments is an error.
 RESERVED_OPTIONS = ("--algo", "--env", "--seed", "-f", "--log-folder", "-params", "--hyperparams", "-n", "--n-timesteps")
 RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose")
 LOCK_FILE = ".runner.lock"
@@ -76,6 +79,33 @@ def parse_overrides(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     if len(set(keys)) < len(keys):
         raise GridError(f"Bad overrides in {text!r}: a key is given twice.")
     return name, tuple((str(keyword.arg), str(ast.get_source_segment(source, keyword.value))) for keyword in call.keywords)
+
+
+def reserved_options_in(args: Sequence[str]) -> list[str]:
+    """
+    The arguments that the launcher would read as one of :data:`RESERVED_OPTIONS`: the options
+    themselves (``--seed 3``, ``--seed=3``, ``-n512``) and, since rl-zoo3's parser accepts unique
+    prefixes of long options, their abbreviations (``--see 7``, ``--n-timestep 256``).
+
+    :param args: the launcher arguments
+    :return: the offending arguments, in order
+    """
+    found = []
+    for arg in args:
+        if not arg.startswith("-") or arg == "-" or arg == "--":
+            continue
+        parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)  # argparse's own prefix matching
+        for option in RESERVED_OPTIONS:
+            parser.add_argument(option, dest=option, nargs="?", const=True)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                options, _ = parser.parse_known_args([arg])
+        except (argparse.ArgumentError, SystemExit):  # an abbreviation of several reserved options
+            found.append(arg)
+            continue
+        if any(value is not None for value in vars(options).values()):
+            found.append(arg)
+    return found
 
 
 @dataclass(frozen=True)
@@ -138,6 +168,17 @@ class GridSettings:
     extra_args: tuple[str, ...] = ()
     python: str = field(default=sys.executable)
 
+    def __post_init__(self) -> None:
+        counts = {"--threads-per-run": self.threads_per_run, "--eval-episodes": self.eval_episodes}
+        counts["--n-eval-envs"] = self.n_eval_envs
+        if self.n_timesteps is not None:
+            counts["-n/--n-timesteps"] = self.n_timesteps
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GridError(f"{name} must be a whole number of at least 1, got {value!r}.")
+        if self.results.exists() and not self.results.is_dir():
+            raise GridError(f"--results {self.results} is a file; give a folder (it is created if missing).")
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -185,7 +226,7 @@ class RunSpec:
             "eval_freq": grid.eval_freq,
             "eval_episodes": grid.eval_episodes,
             "n_eval_envs": grid.n_eval_envs,
-            "extra_args": list(grid.extra_args),
+            "extra_args": mask_command(grid.extra_args),
         }
 
     def command(self, grid: GridSettings) -> list[str]:
@@ -300,6 +341,26 @@ def _code_commit() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
+def _finished_settings(done: Path) -> dict[str, Any]:
+    """
+    The settings recorded in a finished run's ``done.json``.
+
+    :param done: the file
+    :raises GridError: when it is not a ``done.json`` the runner wrote (truncated, edited, or not an object)
+    """
+    try:
+        record = files.read_json(done)
+    except (OSError, ValueError) as error:
+        record = error
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        problem = f"{type(record).__name__}: {record}" if isinstance(record, Exception) else "not an object with settings"
+        raise GridError(
+            f"{done} is not a readable done.json ({problem}). The runner writes it atomically, so it was changed "
+            "by hand or damaged: restore it, or delete its run folder to run that run again."
+        )
+    return record["settings"]
+
+
 def _log_tail(path: Path, n_lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-n_lines:])
@@ -331,9 +392,14 @@ class GridRunner:
     ):
         if jobs < 1:
             raise GridError(f"--jobs must be at least 1, got {jobs}.")
-        for option in settings.extra_args:
-            if option.split("=")[0] in RESERVED_OPTIONS:
-                raise GridError(f"The launcher option {option} is set by the runner; use the runner's own options.")
+        if not 0 < status_every < float("inf"):
+            raise GridError(f"--status-every must be a positive (finite) number of seconds, got {status_every}.")
+        reserved = reserved_options_in(settings.extra_args)
+        if reserved:
+            raise GridError(
+                f"The launcher option {reserved[0]} is (or abbreviates) one that the runner sets itself "
+                f"({', '.join(RESERVED_OPTIONS)}); use the runner's own options."
+            )
         self.runs = list(runs)
         self.settings = settings
         self.jobs = jobs
@@ -357,7 +423,7 @@ class GridRunner:
             if not done.is_file():
                 pending.append(spec)
                 continue
-            finished = files.read_json(done).get("settings", {})
+            finished = _finished_settings(done)
             wanted = spec.settings(self.settings)
             differences = sorted(key for key in wanted.keys() | finished.keys() if wanted.get(key) != finished.get(key))
             if differences:
@@ -382,7 +448,7 @@ class GridRunner:
         thread_env = _thread_environment(self.settings.threads_per_run)
         files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
         env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
-        (folder / files.COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(command)}\n", encoding="utf-8")
+        (folder / files.COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(recorded_command(command))}\n", encoding="utf-8")
         log = open(folder / files.STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
         process = subprocess.Popen(
             command,
@@ -521,12 +587,23 @@ class GridRunner:
         :return: 0 when every run is finished, 1 when some failed, 130 when interrupted
         :raises GridError: when another runner holds the folder's lock, or finished runs clash with the settings
         """
-        self.settings.results.mkdir(parents=True, exist_ok=True)
+        results = self.settings.results
         try:
-            with FileLock(self.settings.results / LOCK_FILE, timeout=0):
-                return self._run(argv)
+            results.mkdir(parents=True, exist_ok=True)
+            (results / LOCK_FILE).touch()  # FileLock reports a folder it cannot write in as held by another
+            lock = FileLock(results / LOCK_FILE, timeout=0)
+            lock.acquire()
         except Timeout as error:
-            raise GridError(f"Another runner is working on {self.settings.results}.") from error
+            raise GridError(f"Another runner is working on {results}.") from error
+        except OSError as error:
+            raise GridError(
+                f"Cannot write in the results folder {results}: {error.strerror or error}; --results needs a folder "
+                "this user may write in."
+            ) from error
+        try:
+            return self._run(argv)
+        finally:
+            lock.release()
 
     def _run(self, argv: Sequence[str] | None) -> int:
         queue = self.pending()
@@ -534,7 +611,7 @@ class GridRunner:
         if argv is not None and queue:
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
-                file.write(f"# {stamp}\n{shlex.join(argv)}\n")
+                file.write(f"# {stamp}\n{shlex.join(mask_command(argv))}\n")
         self._print(
             f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
             f"-> {self.settings.results}"

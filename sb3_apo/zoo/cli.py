@@ -47,6 +47,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import register_algorithms
 
@@ -62,7 +64,10 @@ def _tuning_parser(prog: str) -> argparse.ArgumentParser:
     group = parser.add_argument_group(
         "distributed tuning (sb3-apo's options, in addition to rl-zoo3's below)",
         "Crash recovery of -optimize workers that share --storage: a trial whose worker stopped sending "
-        "heartbeats for --grace-period seconds is marked FAIL and its hyperparameters are queued again.",
+        "heartbeats for --grace-period seconds is marked FAIL and its hyperparameters are queued again. "
+        "A password in --storage is seen by every user of the machine in `ps`: give --storage env:NAME instead, "
+        "NAME an environment variable that holds the URL (or the journal file), or leave the password out of a "
+        "PostgreSQL URL and set PGPASSWORD (or write it in ~/.pgpass). Recorded commands mask passwords.",
     )
     group.add_argument(
         "--heartbeat-interval",
@@ -96,15 +101,15 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 def _zoo_context(prog: str, argv: Sequence[str]) -> Iterator[None]:
     """
     Register the algorithms, set ``sys.argv`` for rl-zoo3's parsers, mask database passwords
-    in ``sys.orig_argv`` (which rl-zoo3 records in ``command.txt`` and in the study), and treat
-    SIGTERM as Ctrl-C.
+    in ``sys.orig_argv`` and write its interpreter ``python`` (rl-zoo3 records it in ``command.txt``
+    and in the study), and treat SIGTERM as Ctrl-C.
     """
-    from sb3_apo.zoo.storage import mask_command
+    from sb3_apo.zoo.masking import recorded_command
 
     register_algorithms()
     saved_argv, saved_orig_argv = sys.argv, sys.orig_argv
     sys.argv = [prog, *argv]
-    sys.orig_argv = mask_command(saved_orig_argv)
+    sys.orig_argv = recorded_command(saved_orig_argv)
     saved_handler: Any = None
     in_main_thread = True
     try:
@@ -229,23 +234,84 @@ def _check_hub_reachable() -> None:
         ) from error
 
 
+#: rl-zoo3's ``train`` options that are counts: destination -> (flags, smallest value, what it counts, hint).
+_COUNT_OPTIONS = {
+    "n_timesteps": ("-n/--n-timesteps", 1, "steps", " (leave it out to train for the n_timesteps of the hyperparameter file)"),
+    "n_trials": ("--n-trials", 1, "trials", ""),
+    "max_total_trials": ("--max-total-trials", 1, "trials", ""),
+    "n_evaluations": ("--n-evaluations", 1, "evaluations", " (leave it out for one evaluation per 100,000 steps)"),
+    "eval_episodes": ("--eval-episodes", 1, "episodes", ""),
+    "n_jobs": ("--n-jobs", 1, "jobs", ""),
+    "n_startup_trials": ("--n-startup-trials", 0, "trials", ""),
+}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (where PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, and keys may override merged ones
+                continue
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_hyperparams_file(path: str) -> None:
+    """
+    Refuse a YAML hyperparameter file that gives a key twice (an environment, or a
+    hyperparameter of one): YAML keeps the last one silently.
+
+    :param path: the file (``-conf``); a missing or malformed file is left to the launcher's own checks
+    :raises ZooError: naming the file, the key and its lines
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    try:
+        yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.constructor.ConstructorError as error:
+        if "given twice" in str(error.problem):
+            raise ZooError(f"Hyperparameter file {path}: {error.problem}; keep one.") from error
+    except yaml.YAMLError:
+        return
+
+
 def _check_train_arguments(argv: Sequence[str]) -> None:
     """
     Check what rl-zoo3's ``train`` would accept silently or fail on with a traceback:
-    ``-n`` below 1 (rl-zoo3 then trains for the file's ``n_timesteps``), and each
-    ``-params KEY:VALUE`` read the way rl-zoo3 reads it (its ``StoreDict`` evaluates
-    ``VALUE`` as a Python expression, raising ``NameError`` or ``SyntaxError``), and
-    ``--track`` with a database password in ``--storage`` (rl-zoo3 sends its arguments to
-    Weights & Biases before any of ours runs, so the password could not be masked there).
+    counts below 1 (``-n``, where rl-zoo3 then trains for the file's ``n_timesteps``;
+    ``--n-trials``, ``--n-evaluations``, ``--eval-episodes``, ...), each ``-params KEY:VALUE``
+    read the way rl-zoo3 reads it (its ``StoreDict`` evaluates ``VALUE`` as a Python expression,
+    raising ``NameError`` or ``SyntaxError``), a ``-params`` key given twice, a ``-conf`` YAML file
+    that gives a key twice, ``--storage env:NAME`` with ``NAME`` unset, and ``--track`` with a
+    database password in ``--storage`` (rl-zoo3 sends its arguments to Weights & Biases before
+    any of ours runs, so the password could not be masked there).
 
     :param argv: the command line of ``train``
     :raises ZooError: naming the first bad argument and how to write it
     """
     from rl_zoo3.utils import StoreDict
 
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    from sb3_apo.zoo.masking import describe_storage, resolve_storage
+
+    # rl-zoo3's parser accepts unique prefixes of its options, and so does this one: a prefix that is
+    # unique here but not there (it also abbreviates an option not declared here) is refused by rl-zoo3 anyway.
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     parser.add_argument("-params", "--hyperparams", nargs="+", action="append", default=[])
-    parser.add_argument("-n", "--n-timesteps", type=int, default=None)
+    parser.add_argument("-conf", "--conf-file", default=None)
+    for dest, (flags, *_) in _COUNT_OPTIONS.items():
+        parser.add_argument(*flags.split("/"), dest=dest, type=int, default=None)
     parser.add_argument("--storage", default=None)
     parser.add_argument("--track", action="store_true")
     try:
@@ -253,25 +319,34 @@ def _check_train_arguments(argv: Sequence[str]) -> None:
             options, _ = parser.parse_known_args(argv)
     except (argparse.ArgumentError, SystemExit):  # e.g. -params without a value, -n abc: rl-zoo3's parser says so
         return
-    if options.track and options.storage is not None:
-        from sb3_apo.zoo.storage import describe_storage
-
-        if describe_storage(options.storage) != options.storage:
+    if options.storage is not None:
+        try:
+            storage = resolve_storage(options.storage)
+        except ValueError as error:
+            raise ZooError(str(error)) from error
+        if options.track and describe_storage(storage) != storage and storage == options.storage:
             raise ZooError(
                 "--track would send the --storage URL, with its password, to Weights & Biases (rl-zoo3 records its "
-                "arguments there unmasked): leave the password out of the URL and give it through the database "
-                "client's own means (PostgreSQL: the PGPASSWORD variable or a ~/.pgpass file), or drop --track."
+                "arguments there unmasked): give --storage env:NAME (NAME an environment variable holding the URL), "
+                "or leave the password out of the URL and give it through the database client's own means "
+                "(PostgreSQL: the PGPASSWORD variable or a ~/.pgpass file), or drop --track."
             )
-    if options.n_timesteps is not None and options.n_timesteps < 1:
-        raise ZooError(
-            f"-n/--n-timesteps must be a positive number of steps, got {options.n_timesteps} "
-            "(leave it out to train for the n_timesteps of the hyperparameter file)."
-        )
+    for dest, (flags, minimum, unit, hint) in _COUNT_OPTIONS.items():
+        value = getattr(options, dest)
+        if value is not None and value < minimum:
+            kind = f"a positive number of {unit}" if minimum == 1 else f"a number of {unit} >= 0"
+            raise ZooError(f"{flags} must be {kind}, got {value}{hint}.")
+    if options.conf_file is not None and options.conf_file.endswith((".yml", ".yaml")):
+        check_hyperparams_file(options.conf_file)
     hint = "for example -params n_steps:2048 policy:'\"MlpPolicy\"' clip_range:'\"lin_0.2\"' (strings in quotes)"
+    given: set[str] = set()
     for item in (item for items in options.hyperparams for item in items):
         key, colon, value = item.partition(":")
         if not (colon and key and value):
             raise ZooError(f"-params {item}: expected KEY:VALUE, {hint}.")
+        if key in given:
+            raise ZooError(f"-params gives {key} twice (the last one would win silently); give each key once.")
+        given.add(key)
         try:
             StoreDict(["-params"], "hyperparams")(parser, argparse.Namespace(), [item])
         except Exception as error:

@@ -4,7 +4,10 @@ Optuna storages for distributed tuning, with crash recovery.
 ``--storage`` takes either a journal file (a path ending in ``.log``: several
 processes on one machine, or on several machines sharing an NFS folder) or a
 database URL (``postgresql://...``, ``mysql+pymysql://...``, ``sqlite:///...``:
-workers on several hosts). Both are opened here with a *heartbeat*: every
+workers on several hosts), or ``env:NAME``, the name of an environment variable
+that holds either (so that a password stays out of the command line, which every
+user of the machine sees in ``ps``; PostgreSQL's own ``PGPASSWORD`` variable, or
+a ``~/.pgpass`` file, serves a URL without password too). Both are opened here with a *heartbeat*: every
 running trial records a heartbeat every ``interval`` seconds; a trial whose
 heartbeat is older than ``grace_period`` belongs to a worker that crashed or was
 killed, so the next worker to start a trial marks it ``FAIL`` and queues a copy
@@ -20,10 +23,10 @@ storage or a command line is printed or recorded (:func:`describe_storage`,
 """
 
 import importlib.util
+import json
 import random
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +38,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from sb3_apo.zoo._compat import HeartbeatJournalStorage, StaleTrialCallback, repair_torn_journal
 from sb3_apo.zoo.errors import ZooError
+from sb3_apo.zoo.masking import describe_storage, is_journal, resolve_storage
+from sb3_apo.zoo.masking import mask_command as mask_command  # the launchers import it from here
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -87,54 +92,6 @@ class HeartbeatOptions:
             return RetryHeartbeatStaleTrialCallback(max_retry=self.max_retry)
 
 
-def is_journal(storage: str) -> bool:
-    """
-    Whether ``--storage`` names a journal file rather than a database URL (rl-zoo3's rule).
-
-    :param storage: the value of ``--storage``
-    """
-    return storage.endswith(".log")
-
-
-def describe_storage(storage: str) -> str:
-    """
-    The storage as it may be printed or recorded: a database password, in the URL's
-    credentials or in its query string (``?password=...``), is replaced by ``***``.
-
-    :param storage: the value of ``--storage``
-    """
-    if is_journal(storage) or "://" not in storage:
-        return storage
-    try:
-        from sqlalchemy.engine import make_url
-
-        url = make_url(storage)
-    except Exception:  # an unparsable URL carries no password we could find
-        return storage
-    secrets = {key: "***" for key in url.query if key.lower() in ("password", "passwd")}
-    if secrets:
-        url = url.update_query_dict(secrets)
-    return url.render_as_string(hide_password=True)
-
-
-def mask_command(argv: Sequence[str]) -> list[str]:
-    """
-    A command line as it may be recorded: every database URL in it (``--storage URL`` or
-    ``--storage=URL``) has its password masked by :func:`describe_storage`.
-
-    :param argv: the command line, one argument per item
-    :return: the same arguments, masked
-    """
-    masked = []
-    for argument in argv:
-        option, equals, value = argument.partition("=")
-        if equals and option.startswith("-"):
-            masked.append(f"{option}={describe_storage(value)}")
-        else:
-            masked.append(describe_storage(argument))
-    return masked
-
-
 def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None, *, create: bool = True) -> BaseStorage:
     """
     Open the storage named by ``--storage``, or explain why it cannot be opened.
@@ -142,7 +99,8 @@ def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None, *, cre
     A journal file whose last record is torn (a worker crashed while writing it) is
     repaired first: see :func:`sb3_apo.zoo._compat.repair_torn_journal`.
 
-    :param storage: a journal file (ending in ``.log``) or a database URL
+    :param storage: a journal file (ending in ``.log``), a database URL, or ``env:NAME``: the
+        journal file or URL in the environment variable ``NAME`` (a password in it stays off the command line)
     :param heartbeat: the crash-recovery settings of a tuning worker; ``None`` (or a disabled
         heartbeat) opens the storage without heartbeat, enough for reading a study
     :param create: create a journal file or SQLite database that does not exist yet;
@@ -152,6 +110,10 @@ def open_storage(storage: str, heartbeat: HeartbeatOptions | None = None, *, cre
     """
     if heartbeat is not None and not heartbeat.enabled:
         heartbeat = None
+    try:
+        storage = resolve_storage(storage)
+    except ValueError as error:
+        raise ZooError(str(error)) from error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         if is_journal(storage):
@@ -167,6 +129,7 @@ def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None, create: bo
         raise ZooError(f"The journal storage {path_name} does not exist (a tuning run with -optimize creates it).")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _check_journal(path)
         removed = repair_torn_journal(path)
         if removed:
             print(
@@ -186,6 +149,38 @@ def _open_journal(path_name: str, heartbeat: HeartbeatOptions | None, create: bo
         raise ZooError(f"Cannot open the journal storage {path_name}: {error.strerror or error}.") from error
     except (ValueError, KeyError) as error:
         raise ZooError(f"The journal storage {path_name} is not a readable Optuna journal file: {error}.") from error
+
+
+#: How every record of an Optuna journal file begins (Optuna writes each as compact JSON, ``op_code`` first).
+JOURNAL_RECORD_START = b'{"op_code":'
+
+
+def _check_journal(path: Path) -> None:
+    """
+    Refuse a file that is not an Optuna journal (a log file of something else, given to
+    ``--storage`` by mistake), before anything is appended to it or repaired in it.
+
+    :param path: the journal file; a missing or empty one is a new journal
+    :raises ZooError: naming the file, when its first record is not a journal record
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb") as file:
+        first_line = file.readline()
+    if not first_line:
+        return
+    is_record = first_line.startswith(JOURNAL_RECORD_START)
+    if is_record and first_line.endswith(b"\n"):  # a complete record must be a JSON object
+        try:
+            is_record = isinstance(json.loads(first_line), dict)
+        except ValueError:
+            is_record = False
+    if not is_record:
+        raise ZooError(
+            f"The storage {path} is not an Optuna journal file (its first line is not a journal record); "
+            "--storage FILE.log must name a journal written by Optuna or a file that does not exist yet. "
+            "Left unchanged."
+        )
 
 
 def _open_rdb(url: str, heartbeat: HeartbeatOptions | None, create: bool) -> BaseStorage:
@@ -227,10 +222,13 @@ def _open_rdb(url: str, heartbeat: HeartbeatOptions | None, create: bool) -> Bas
             ) from error
         except sqlalchemy.exc.NoSuchModuleError as error:
             raise ZooError(f"Cannot open the database storage {shown}: unknown database dialect ({error}).") from error
-        except sqlalchemy.exc.OperationalError as error:
-            raise ZooError(f"Cannot connect to the database storage {shown}: {_first_line(error.orig or error)}") from error
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
-            # Workers starting together on an empty database race to create Optuna's tables.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as error:
+            # Workers starting together on an empty database race to create Optuna's tables: PostgreSQL reports
+            # the loser's CREATE TABLE as an IntegrityError or ProgrammingError, SQLite as an OperationalError
+            # ("table studies already exists", or "database is locked" while the winner writes).
+            if isinstance(error, sqlalchemy.exc.OperationalError) and not _is_creation_race(error):
+                reason = _first_line(error.orig or error)
+                raise ZooError(f"Cannot connect to the database storage {shown}: {reason}") from error
             if attempt + 1 == RDB_OPEN_ATTEMPTS:
                 raise ZooError(f"Cannot prepare the database storage {shown}: {_first_line(error.orig or error)}") from error
             time.sleep(0.5 + random.random())
@@ -261,6 +259,12 @@ def _with_installed_driver(url: "URL") -> "URL":
         if importlib.util.find_spec(module) is not None:
             return url.set(drivername=f"{url.drivername}+{driver}")
     return url
+
+
+def _is_creation_race(error: BaseException) -> bool:
+    """Whether SQLite's error means that another worker is creating (or has just created) the same tables."""
+    text = str(getattr(error, "orig", None) or error).lower()
+    return "already exists" in text or "database is locked" in text
 
 
 def _first_line(error: BaseException) -> str:
