@@ -1,4 +1,4 @@
-"""APO's exact Gaussian anchors and adaptive anchor coefficient (spec section 6), against hand-computed values."""
+"""APO's exact Gaussian anchors and adaptive anchor coefficient (docs/algorithms.md), against hand-computed values."""
 
 import math
 
@@ -20,7 +20,7 @@ def gaussian_params(loc, scale, requires_grad=False):
 
 
 def half_chi2_by_hand(loc, scale, old_loc, old_scale):
-    """1/2 (E_{pi_old}[r^2] - 1), the product over dimensions of spec section 6's closed form."""
+    """1/2 (E_{pi_old}[r^2] - 1), the product over dimensions of the closed form in docs/algorithms.md."""
     moment = 1.0
     for mu, sigma, mu0, sigma0 in zip(loc, scale, old_loc, old_scale):
         gap = 2 * sigma0**2 - sigma**2

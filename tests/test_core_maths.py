@@ -155,7 +155,7 @@ def test_parity_mode_weights_the_executed_action_by_its_old_density():
     log_ratio = th.tensor([0.1, -0.2])
     params = th.zeros(2, 2)
     batch = SimpleNamespace(log_ratio=log_ratio, old_log_prob=old_log_prob, old_params=params, new_params=params)
-    anchors = parity_anchors(DiagGaussianMath(1), batch)
+    anchors = parity_anchors(DiagGaussianMath(1), batch, 2)
     expected = 0.5 * (old_log_prob.exp() * (log_ratio.exp() - 1) ** 2).mean()
     assert anchors.chi2_penalty().item() == pytest.approx(expected.item())
 
@@ -164,8 +164,8 @@ def test_parity_mode_discrete_draws_only_unsampled_actions():
     old = th.log_softmax(th.randn(64, 5, generator=generator(4)), 1)
     new = th.log_softmax(th.randn(64, 5, generator=generator(5)), 1)
     actions = th.randint(0, 5, (64, 1), generator=generator(6)).float()
-    batch = SimpleNamespace(old_params=old, new_params=new, actions=actions, n_anchor_actions=3, generator=generator())
-    anchors = parity_anchors(CategoricalMath([5]), batch)
+    batch = SimpleNamespace(old_params=old, new_params=new, actions=actions, generator=generator())
+    anchors = parity_anchors(CategoricalMath([5]), batch, 3)
     assert anchors.log_ratio.shape == (64, 3)
     # recover each anchor's index from its weight pi_old(a') / K and check it is never the executed one
     p_old = old.exp()

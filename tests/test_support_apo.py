@@ -1,4 +1,4 @@
-"""SupportAPO (spec section 5), the multi-solution task, Pass@K and the Pass@K example."""
+"""SupportAPO (docs/support_apo.md), the multi-solution task, Pass@K and the Pass@K example."""
 
 import argparse
 import importlib.util
@@ -48,13 +48,13 @@ def differs(expected, actual):
 @pytest.mark.parametrize("env_id", ["CartPole-v1", MULTI_SOLUTION_ID])
 def test_without_push_pull_and_kl_it_is_ppo(env_id):
     expected = trained_parameters(PPO, env_id)
-    actual = trained_parameters(SupportAPO, env_id, push_coef=1.0, pull_coef=0.0, kl_coef=0.0)
+    actual = trained_parameters(SupportAPO, env_id, push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.0)
     assert expected.keys() == actual.keys()
     for name in expected:
         assert th.equal(expected[name], actual[name]), name
     # the converse: the equality is not vacuous
     assert differs(expected, trained_parameters(SupportAPO, env_id))
-    assert differs(expected, trained_parameters(SupportAPO, env_id, push_coef=1.0, pull_coef=0.0, kl_coef=1.0))
+    assert differs(expected, trained_parameters(SupportAPO, env_id, push_coef=1.0, pull_coef=0.0, ref_kl_coef=1.0))
 
 
 # --------------------------------------------------------------------------- #
@@ -83,14 +83,13 @@ def hand_batch(old_logits, new_logits, actions, advantages, nvec):
         distribution=distribution,
         clip_range=EPS,
         math=math_,
-        n_anchor_actions=2,
         generator=th.Generator().manual_seed(0),
         samples=None,  # support_apo_loss takes the reference parameters as an argument
     )
 
 
 def loss_terms(batch, reference, **overrides):
-    kwargs = dict(push_coef=1.0, pull_coef=1.0, top_k=2, exclude_sampled=True, kl_coef=0.0, kl_mode="all")
+    kwargs = dict(push_coef=1.0, pull_coef=1.0, top_k=2, exclude_sampled=True, ref_kl_coef=0.0, kl_mode="all")
     kwargs.update(overrides)
     return support_apo_loss(batch, reference, **kwargs)
 
@@ -240,8 +239,8 @@ def test_kl_baselines(discrete_case):
     batch = hand_batch(old_logits, new_logits, actions, advantages, [n])
     log_p, log_ref = th.log_softmax(new_logits, 1), th.log_softmax(reference, 1)
     kl = (log_p.exp() * (log_p - log_ref)).sum(dim=1)
-    _, standard = loss_terms(batch, reference, pull_coef=0.0, kl_coef=0.5, kl_mode="all")
-    _, wrong = loss_terms(batch, reference, pull_coef=0.0, kl_coef=0.5, kl_mode="negative")
+    _, standard = loss_terms(batch, reference, pull_coef=0.0, ref_kl_coef=0.5, kl_mode="all")
+    _, wrong = loss_terms(batch, reference, pull_coef=0.0, ref_kl_coef=0.5, kl_mode="negative")
     assert standard["ref_kl_penalty"].item() == pytest.approx(kl.mean().item(), rel=1e-5)
     assert wrong["ref_kl_penalty"].item() == pytest.approx((kl * (advantages < 0)).mean().item(), rel=1e-5)
     assert standard["ref_kl"].item() == pytest.approx(kl.mean().item(), rel=1e-5)
@@ -278,7 +277,8 @@ def test_other_action_spaces_are_refused(env_id):
         dict(pull_coef=-0.1),
         dict(top_k=0),
         dict(top_k=2.5),
-        dict(kl_coef=-1.0),
+        dict(ref_kl_coef=-1.0),
+        dict(kl_coef=-1.0),  # the deprecated name of ref_kl_coef
         dict(kl_mode="wrong"),
         dict(exclude_sampled="yes"),
         dict(clip_range=None),

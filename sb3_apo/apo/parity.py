@@ -23,19 +23,20 @@ from sb3_apo.common.on_policy import Minibatch
 
 
 @functools.singledispatch
-def parity_anchors(math: DistributionMath, batch: Minibatch) -> AnchorSet:
+def parity_anchors(math: DistributionMath, batch: Minibatch, n_anchor_actions: int) -> AnchorSet:
     """
     The anchor set of the public APO code's loss on one minibatch; its
     ``chi2_penalty()`` is that loss's anchor term.
 
     :param math: the distribution maths of the action space (selects the family's version)
     :param batch: the minibatch
+    :param n_anchor_actions: K, the unsampled actions drawn per state and sub-space (discrete spaces)
     """
     raise ValueError(f"anchor_mode='parity' is not defined for {type(math).__name__}.")
 
 
 @parity_anchors.register
-def _gaussian(math: DiagGaussianMath, batch: Minibatch) -> AnchorSet:
+def _gaussian(math: DiagGaussianMath, batch: Minibatch, n_anchor_actions: int) -> AnchorSet:
     # The public code penalises the *executed* action, weighted by its old joint density.
     log_ratio = clamp_log_ratio(batch.log_ratio).unsqueeze(1)
     weight = th.exp(batch.old_log_prob).unsqueeze(1)
@@ -43,9 +44,9 @@ def _gaussian(math: DiagGaussianMath, batch: Minibatch) -> AnchorSet:
 
 
 @parity_anchors.register
-def _categorical(math: CategoricalMath, batch: Minibatch) -> AnchorSet:
+def _categorical(math: CategoricalMath, batch: Minibatch, n_anchor_actions: int) -> AnchorSet:
     # K unsampled actions per sub-space, drawn uniformly at random, each weighted by pi_old(a'|s) / K.
-    n_anchors = batch.n_anchor_actions
+    n_anchors = n_anchor_actions
     old_log_probs = math.log_probs(batch.old_params)
     all_log_ratios = clamp_log_ratio(math.log_probs(batch.new_params) - old_log_probs)
     executed = math.action_index(batch.actions)  # (batch, n_sub)
@@ -63,6 +64,6 @@ def _categorical(math: CategoricalMath, batch: Minibatch) -> AnchorSet:
 
 
 @parity_anchors.register
-def _bernoulli(math: BernoulliMath, batch: Minibatch) -> AnchorSet:
+def _bernoulli(math: BernoulliMath, batch: Minibatch, n_anchor_actions: int) -> AnchorSet:
     # With one unsampled value per bit, the exact sum is what any sampling estimates.
-    return batch.anchors
+    return batch.anchors(n_anchor_actions)

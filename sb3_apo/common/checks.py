@@ -8,8 +8,10 @@ non-positive ``clip_range_vf``), so code written against it, which catches
 ``AssertionError``, keeps working.
 """
 
+import functools
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,6 +42,7 @@ def check_range(
     integer: bool = False,
     allow_none: bool = False,
     allow_schedule: bool = False,
+    allow_inf: bool = False,
 ) -> None:
     """
     Raise :class:`HyperparameterError` unless ``value`` lies in the interval from ``low`` to ``high``.
@@ -57,12 +60,14 @@ def check_range(
     :param integer: the value must be an integer
     :param allow_none: ``None`` is accepted (it switches the feature off)
     :param allow_schedule: a callable (a schedule of the remaining progress) is accepted
+    :param allow_inf: an infinite ``high`` is itself accepted (e.g. ``max_grad_norm=inf``: no clipping)
     """
     if value is None and allow_none:
         return
     if allow_schedule and callable(value):
         return
-    low_open, high_open = low_open or math.isinf(low), high_open or math.isinf(high)  # inf itself is never accepted
+    # inf itself is accepted only where allow_inf says so
+    low_open, high_open = low_open or math.isinf(low), high_open or (math.isinf(high) and not allow_inf)
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     kind = "an integer" if integer else "a number"
     extras = [text for text, allowed in (("None", allow_none), ("a schedule", allow_schedule)) if allowed]
@@ -120,3 +125,46 @@ def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_r
             f"progress {progress_remaining:g}."
         )
     return float(value)
+
+
+#: The check of one hyperparameter: called with the parameter's public name and its value, it raises
+#: :class:`HyperparameterError` naming both and the accepted values.
+Check = Callable[[str, Any], None]
+
+
+def in_range(low: float = -math.inf, high: float = math.inf, **options: bool) -> Check:
+    """The :data:`Check` of :func:`check_range` with these bounds and options."""
+    return functools.partial(check_range, low=low, high=high, **options)
+
+
+def one_of(*choices: Any) -> Check:
+    """The :data:`Check` of :func:`check_choice` with these choices."""
+    return lambda name, value: check_choice(name, value, choices)
+
+
+def subclass_of(base: type, what: str) -> Check:
+    """
+    The :data:`Check` of a class parameter: ``None`` or a subclass of ``base``.
+
+    :param base: the class the value must derive from
+    :param what: what such a class does, quoted in the error (e.g. "store distribution parameters")
+    """
+
+    def check(name: str, value: Any) -> None:
+        if value is not None and not (isinstance(value, type) and issubclass(value, base)):
+            raise HyperparameterError(
+                f"`{name}` must {what} (a subclass of {base.__module__}.{base.__qualname__}), or be None; got {value!r}."
+            )
+
+    return check
+
+
+def renamed_keyword(owner: str, old: str, new: str) -> None:
+    """
+    Warn (``DeprecationWarning``) that ``owner``'s keyword ``old`` is now called ``new``; the caller maps it.
+
+    :param owner: the class or function whose keyword was renamed, quoted in the warning
+    :param old: the former name
+    :param new: the name to use
+    """
+    warnings.warn(f"{owner}: `{old}` is deprecated and will be removed; use `{new}`.", DeprecationWarning, stacklevel=3)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 
 from sb3_apo.common.distributions import DistributionMath
@@ -159,9 +158,7 @@ def measure_update(
     for part, obs in _chunks(observations, len(actions), device):
         executed = th.as_tensor(actions[part], dtype=th.float32, device=device)  # as SB3's buffers return them
         distribution = policy.get_distribution(obs)
-        log_prob = distribution.log_prob(
-            executed.long().flatten() if isinstance(policy.action_space, spaces.Discrete) else executed
-        )
+        log_prob = distribution.log_prob(math.distribution_actions(executed))
         diagnostics.add(
             math,
             th.as_tensor(old_params[part], device=device),

@@ -98,6 +98,13 @@ class DistributionMath(ABC):
     def kl(self, p_params: th.Tensor, q_params: th.Tensor) -> th.Tensor:
         """The exact ``KL(p || q)`` per state, summed over action dimensions: ``(batch,)``."""
 
+    def distribution_actions(self, actions: th.Tensor) -> th.Tensor:
+        """
+        The actions as the rollout buffer stores them (float, ``(batch, *action_shape)``), in the
+        form the SB3 distribution's ``log_prob`` takes them; most families take them as they are.
+        """
+        return actions
+
     def kl_to(self, p_params: th.Tensor, distribution: Distribution) -> th.Tensor:
         """
         ``kl(p_params, params(distribution))``: the exact ``KL(p || q)`` per state to an SB3
@@ -220,7 +227,7 @@ class DiagGaussianMath(DistributionMath):
         return _SampledGaussianAnchorPenalty.apply(normal.loc, normal.scale, old_params, noise)
 
     def exact_anchor_divergence(self, old_params, new_params, actions) -> th.Tensor:
-        # Per dimension, with q = sigma^2 / sigma_old^2 and z = (mu - mu_old) / sigma_old (spec section 6):
+        # Per dimension, with q = sigma^2 / sigma_old^2 and z = (mu - mu_old) / sigma_old (``docs/algorithms.md``, "APO"):
         #   log E_{pi_old}[r^2] = -1/2 log q - 1/2 log(2 - q) + z^2 / (2 - q),   finite only for q < 2.
         # Past q = 2 - m (m = EXACT_VARIANCE_MARGIN) the factor 2 - q is replaced by m * exp(-(q - 2 + m) / m):
         # the same value and slope at the joint, positive, decreasing, so the penalty stays finite and keeps
@@ -297,12 +304,18 @@ class CategoricalMath(DistributionMath):
     anchor penalty of a ``MultiDiscrete`` space is the sum of its sub-spaces'.
 
     :param nvec: the number of actions of each sub-space
+    :param discrete: the policy's distribution is SB3's ``CategoricalDistribution`` (a ``Discrete``
+        space, ``nvec=[n]``), whose ``log_prob`` takes the actions as one flat vector of integers
     """
 
-    def __init__(self, nvec: list[int]):
+    def __init__(self, nvec: list[int], discrete: bool = False):
         super().__init__(int(sum(nvec)))
         self.nvec = [int(n) for n in nvec]
         self.offsets = np.cumsum([0, *self.nvec[:-1]])
+        self.discrete = discrete
+
+    def distribution_actions(self, actions: th.Tensor) -> th.Tensor:
+        return actions.long().flatten() if self.discrete else actions
 
     def params(self, distribution: Distribution) -> th.Tensor:
         torch_distribution = distribution.distribution
@@ -380,7 +393,7 @@ def distribution_math(action_space: spaces.Space) -> DistributionMath:
     if isinstance(action_space, spaces.Box):
         return DiagGaussianMath(int(np.prod(action_space.shape)))
     if isinstance(action_space, spaces.Discrete):
-        return CategoricalMath([int(action_space.n)])
+        return CategoricalMath([int(action_space.n)], discrete=True)
     if isinstance(action_space, spaces.MultiDiscrete):
         return CategoricalMath([int(n) for n in np.asarray(action_space.nvec).flatten()])
     if isinstance(action_space, spaces.MultiBinary):

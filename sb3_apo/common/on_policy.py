@@ -16,7 +16,7 @@ import multiprocessing as mp
 import numbers
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -37,7 +37,17 @@ from sb3_apo.common import diagnostics as update_diagnostics
 from sb3_apo.common._torch_compat import distribution_validation, without_distribution_validation
 from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
-from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range, check_schedule_value
+from sb3_apo.common.checks import (
+    Check,
+    HyperparameterError,
+    check_bool,
+    check_range,
+    check_schedule_value,
+    in_range,
+    one_of,
+    renamed_keyword,
+    subclass_of,
+)
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
 from sb3_apo.common.env_shards import check_shardable
 from sb3_apo.common.loading import CrossAlgorithmLoading
@@ -133,7 +143,6 @@ class Minibatch:
     :param distribution: ``pi``'s SB3 distribution on these states (with gradient)
     :param clip_range: the current ``clip_range`` (``None`` when unused)
     :param math: the distribution maths of the action space
-    :param n_anchor_actions: K, anchor actions drawn per state where sampling is needed
     :param generator: the random generator anchors are drawn from
     :param samples: the rollout buffer's samples of this minibatch, for objectives that
         need more of them (e.g. a buffer subclass's extra fields)
@@ -152,7 +161,6 @@ class Minibatch:
     distribution: Distribution
     clip_range: float | None
     math: DistributionMath
-    n_anchor_actions: int
     generator: th.Generator
     samples: Any
     importance_weights: th.Tensor | None = None
@@ -166,17 +174,21 @@ class Minibatch:
         """Exact ``KL(pi_old(.|s) || pi(.|s))`` per state."""
         return self.math.kl_to(self.old_params, self.distribution)
 
-    @functools.cached_property
-    def anchors(self) -> AnchorSet:
-        """The chi-square anchor set of APO's penalty (spec section 2)."""
-        return self.math.anchors(self.old_params, self.new_params, self.actions, self.n_anchor_actions, self.generator)
+    def anchors(self, n_anchor_actions: int) -> AnchorSet:
+        """
+        The anchor set of APO's chi-square penalty (``docs/algorithms.md``), drawn from ``generator``.
 
-    @functools.cached_property
-    def anchor_penalty(self) -> th.Tensor:
-        """APO's penalty ``anchors.chi2_penalty()``, from the same draws, by the family's fastest form."""
-        return self.math.anchor_penalty(
-            self.old_params, self.distribution, self.actions, self.n_anchor_actions, self.generator
-        )
+        :param n_anchor_actions: K, anchor actions drawn per state where the family samples them (Box)
+        """
+        return self.math.anchors(self.old_params, self.new_params, self.actions, n_anchor_actions, self.generator)
+
+    def anchor_penalty(self, n_anchor_actions: int) -> th.Tensor:
+        """
+        APO's penalty ``anchors(n_anchor_actions).chi2_penalty()``, from the same draws, by the family's fastest form.
+
+        :param n_anchor_actions: K, anchor actions drawn per state where the family samples them (Box)
+        """
+        return self.math.anchor_penalty(self.old_params, self.distribution, self.actions, n_anchor_actions, self.generator)
 
 
 def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
@@ -190,7 +202,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
     pluggable policy objective, the old policy's distribution parameters in
     every minibatch, and the diagnostics of the APO paper.
 
-    Parameters shared with SB3's ``PPO`` have the same names, defaults and meaning.
+    Parameters shared with SB3's ``PPO`` come first, in ``PPO``'s order, with the same names,
+    defaults and meaning; the family's own follow.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -206,15 +219,27 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
     :param normalize_advantage: Whether to normalize the advantage per minibatch
     :param ent_coef: Entropy coefficient for the loss calculation
     :param vf_coef: Value function coefficient for the loss calculation
-    :param max_grad_norm: The maximum value for the gradient clipping
+    :param max_grad_norm: The maximum value for the gradient clipping (``inf``: no clipping)
     :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
     :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
     :param rollout_buffer_class: Rollout buffer class to use; it must store distribution parameters
         (a subclass of :class:`sb3_apo.common.buffers.DistributionParamsMixin`). ``None``: chosen automatically
     :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
     :param target_kl: Stop the epochs of an update early when the approximate KL exceeds ``1.5 * target_kl``
-    :param n_anchor_actions: K, the anchor actions drawn per state for a Box action space, in the anchor
-        penalty (APO) and in the anchor-ratio diagnostics measured after each update (every algorithm)
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param diagnostic_anchor_actions: K, the anchor actions drawn per state for a Box action space in the
+        anchor-ratio diagnostics measured after each update (``train/anchor_ratio_max``, ``train/anchor_ratio_dev``)
+    :param diagnostics_freq: measure the diagnostics (``train/kl``, ``train/ratio_max``,
+        ``train/anchor_ratio_max`` ...) after every ``diagnostics_freq``-th update only (1: after every
+        update; the measurement costs one forward pass over the rollout). An algorithm whose state
+        adapts to them (PPOPenalty's adaptive ``beta``) measures after every update regardless
+        (:meth:`PPOFamilyAlgorithm._diagnostics_needed`); ``_after_policy_update`` runs after the
+        updates that were measured
     :param async_rollouts: Collect the next rollout in an actor process while the learner trains on the
         current one (decoupled PPO, see ``docs/async.md``); ``False``: SB3's synchronous loop, unchanged
     :param max_policy_lag: With ``async_rollouts``, the number of updates the policy that collected a
@@ -230,18 +255,6 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
         rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
         weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
-    :param diagnostics_freq: measure the diagnostics (``train/kl``, ``train/ratio_max``,
-        ``train/anchor_ratio_max`` ...) after every ``diagnostics_freq``-th update only (1: after every
-        update; the measurement costs one forward pass over the rollout). An algorithm whose state
-        adapts to them (PPOPenalty's adaptive ``beta``) measures after every update regardless
-        (:meth:`PPOFamilyAlgorithm._diagnostics_needed`); ``_after_policy_update`` runs after the
-        updates that were measured
-    :param stats_window_size: Window size for the rollout logging
-    :param tensorboard_log: the log location for tensorboard (if None, no logging)
-    :param policy_kwargs: additional arguments to be passed to the policy on creation
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
-    :param seed: Seed for the pseudo random generators
-    :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -252,6 +265,41 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
     }
     #: The action spaces the algorithm accepts.
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = SUPPORTED_ACTION_SPACES
+    #: The checks of the hyperparameters every algorithm of the family has (SB3's ``PPO``'s and the
+    #: family's), by public name: the constructor and ``load()`` run the same ones
+    #: (:meth:`check_hyperparameters`). ``batch_size`` is at least 2 with ``normalize_advantage``
+    #: (:meth:`_check_combinations`); ``clip_range`` may be ``None`` only where ``needs_clip_range`` is false.
+    shared_hyperparameters: ClassVar[dict[str, Check]] = {
+        "learning_rate": in_range(0, allow_schedule=True),
+        "n_steps": in_range(1, integer=True),
+        "batch_size": in_range(1, integer=True),
+        "n_epochs": in_range(1, integer=True),
+        "gamma": in_range(0, 1),
+        "gae_lambda": in_range(0, 1),
+        "clip_range": in_range(0, low_open=True, allow_schedule=True, allow_none=True),
+        "clip_range_vf": in_range(0, low_open=True, allow_schedule=True, allow_none=True),
+        "normalize_advantage": check_bool,
+        "ent_coef": in_range(0),
+        "vf_coef": in_range(0),
+        "max_grad_norm": in_range(0, low_open=True, allow_inf=True),
+        "use_sde": check_bool,
+        "sde_sample_freq": in_range(-1, integer=True),
+        "rollout_buffer_class": subclass_of(DistributionParamsMixin, "store distribution parameters"),
+        "target_kl": in_range(0, low_open=True, allow_none=True),
+        "stats_window_size": in_range(1, integer=True),
+        "diagnostic_anchor_actions": in_range(1, integer=True),
+        "diagnostics_freq": in_range(1, integer=True),
+        "async_rollouts": check_bool,
+        "max_policy_lag": in_range(0, integer=True),
+        "n_actors": in_range(1, integer=True),
+        "importance_weight_max": in_range(0, low_open=True),
+        "value_targets": one_of("gae", "vtrace"),
+        "correct_policy_lag": check_bool,
+    }
+    #: Whether the objective needs a ``clip_range`` (PPOPenalty's may be ``None``).
+    needs_clip_range: ClassVar[bool] = True
+    #: Keywords renamed since, still accepted with a ``DeprecationWarning`` (former name: name).
+    renamed_keywords: ClassVar[dict[str, str]] = {}
 
     rollout_buffer: RolloutBuffer
     policy: ActorCriticPolicy
@@ -277,60 +325,24 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         target_kl: float | None = None,
-        n_anchor_actions: int = 2,
-        async_rollouts: bool = False,
-        max_policy_lag: int = 1,
-        n_actors: int = 1,
-        importance_weight_max: float = 1.0,
-        value_targets: str = "gae",
-        correct_policy_lag: bool = True,
-        diagnostics_freq: int = 1,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        diagnostic_anchor_actions: int = 2,
+        diagnostics_freq: int = 1,
+        async_rollouts: bool = False,
+        max_policy_lag: int = 1,
+        n_actors: int = 1,
+        importance_weight_max: float = 1.0,
+        value_targets: str = "gae",
+        correct_policy_lag: bool = True,
         _init_setup_model: bool = True,
     ):
-        check_bool("normalize_advantage", normalize_advantage)
-        check_bool("use_sde", use_sde)
-        check_range("learning_rate", learning_rate, 0, low_open=True, allow_schedule=True)
-        check_range("n_steps", n_steps, 1, integer=True)
-        check_range("batch_size", batch_size, 2 if normalize_advantage else 1, integer=True)
-        check_range("n_epochs", n_epochs, 1, integer=True)
-        check_range("gamma", gamma, 0, 1)
-        check_range("gae_lambda", gae_lambda, 0, 1)
-        check_range("clip_range", clip_range, 0, low_open=True, allow_schedule=True, allow_none=True)
-        check_range("clip_range_vf", clip_range_vf, 0, low_open=True, allow_schedule=True, allow_none=True)
-        check_range("ent_coef", ent_coef, 0)
-        check_range("vf_coef", vf_coef, 0)
-        check_range("max_grad_norm", max_grad_norm, 0, low_open=True)
-        check_range("target_kl", target_kl, 0, low_open=True, allow_none=True)
-        check_range("n_anchor_actions", n_anchor_actions, 1, integer=True)
-        check_range("diagnostics_freq", diagnostics_freq, 1, integer=True)
-        check_range("sde_sample_freq", sde_sample_freq, -1, integer=True)
-        check_range("max_policy_lag", max_policy_lag, 0, integer=True)
-        check_range("n_actors", n_actors, 1, integer=True)
-        check_range("importance_weight_max", importance_weight_max, 0, low_open=True)
-        check_choice("value_targets", value_targets, ("gae", "vtrace"))
-        check_bool("async_rollouts", async_rollouts)
-        check_bool("correct_policy_lag", correct_policy_lag)
-        if value_targets == "vtrace" and not correct_policy_lag:
-            raise HyperparameterError(
-                "`value_targets='vtrace'` corrects the policy lag; with `correct_policy_lag=False` use value_targets='gae'."
-            )
-        if n_actors > 1 and not async_rollouts:
-            raise HyperparameterError(f"`n_actors={n_actors}` needs `async_rollouts=True` (actors collect asynchronously).")
-        if async_rollouts and "fork" not in mp.get_all_start_methods():
-            raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
-        if rollout_buffer_class is not None and not (
-            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, DistributionParamsMixin)
-        ):
-            raise HyperparameterError(
-                f"`rollout_buffer_class` must store distribution parameters (a subclass of "
-                f"sb3_apo.common.buffers.DistributionParamsMixin), or be None; got {rollout_buffer_class!r}."
-            )
+        # Every shared hyperparameter, by its name, before the environment is built
+        self.check_hyperparameters({name: value for name, value in locals().items() if name in self.shared_hyperparameters})
         # SB3's FloatSchedule takes Python numbers and callables only: np.float32(3e-4) becomes 3e-4
         learning_rate, clip_range, clip_range_vf = (
             float(value) if isinstance(value, numbers.Real) else value for value in (learning_rate, clip_range, clip_range_vf)
@@ -365,7 +377,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
-        self.n_anchor_actions = n_anchor_actions
+        self.diagnostic_anchor_actions = diagnostic_anchor_actions
         self.async_rollouts = async_rollouts
         self.max_policy_lag = max_policy_lag
         self.n_actors = n_actors
@@ -378,6 +390,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self.diagnostics_freq = diagnostics_freq
         #: The diagnostics of the last update, ``None`` when it was not measured (see ``diagnostics_freq``).
         self.last_diagnostics: dict[str, float] | None = None
+        self._algorithm_tag = self.algorithm_tag()
         if self.env is not None:
             self._check_action_space()
             self._check_batch_size(self.env)
@@ -385,6 +398,61 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
 
         if _init_setup_model:
             self._setup_model()
+
+    @classmethod
+    def check_hyperparameters(cls, values: Mapping[str, Any]) -> None:
+        """
+        Raise :class:`~sb3_apo.common.checks.HyperparameterError` naming the first invalid value: the
+        checks of :attr:`shared_hyperparameters` and of the class's :attr:`own_hyperparameters`, then those of
+        their combinations. The constructor runs them on its arguments, ``load()`` on the archive's values
+        and on its keyword arguments.
+
+        :param values: hyperparameters by public name (those of one class, or of any subset of them)
+        """
+        checks = {**cls.shared_hyperparameters, **cls.own_hyperparameters}
+        if cls.needs_clip_range:
+            checks["clip_range"] = in_range(0, low_open=True, allow_schedule=True)
+        for name, value in values.items():
+            if name in checks:
+                checks[name](name, value)
+        cls._check_combinations(values)
+
+    @classmethod
+    def _attributes_from_arguments(cls, arguments: dict[str, Any]) -> dict[str, Any]:
+        renamed = arguments.keys() & cls.renamed_keywords.keys()
+        for old in renamed:
+            renamed_keyword(cls.__name__, old, cls.renamed_keywords[old])
+        return {cls.renamed_keywords.get(name, name): value for name, value in arguments.items()}
+
+    @classmethod
+    def _renamed_argument(cls, old: str, value: Any, new_value: Any) -> Any:
+        """
+        The value of a renamed parameter: ``new_value``, or the one given under the former name ``old``
+        (with a ``DeprecationWarning``) where it is not ``None``.
+        """
+        if value is None:
+            return new_value
+        renamed_keyword(cls.__name__, old, cls.renamed_keywords[old])
+        return value
+
+    @classmethod
+    def _check_combinations(cls, values: Mapping[str, Any]) -> None:
+        """
+        Raise :class:`~sb3_apo.common.checks.HyperparameterError` for values that are valid alone but
+        not together; a combination is checked where ``values`` holds all of its members.
+        """
+        if values.get("normalize_advantage") and "batch_size" in values:
+            # SB3's PPO asserts it: a minibatch of one sample cannot have its advantages normalised
+            check_range("batch_size", values["batch_size"], 2, integer=True)
+        if values.get("value_targets") == "vtrace" and values.get("correct_policy_lag") is False:
+            raise HyperparameterError(
+                "`value_targets='vtrace'` corrects the policy lag; with `correct_policy_lag=False` use value_targets='gae'."
+            )
+        n_actors = values.get("n_actors", 1)
+        if n_actors > 1 and values.get("async_rollouts") is False:
+            raise HyperparameterError(f"`n_actors={n_actors}` needs `async_rollouts=True` (actors collect asynchronously).")
+        if values.get("async_rollouts") and "fork" not in mp.get_all_start_methods():
+            raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
 
     def _check_batch_size(self, env: VecEnv) -> None:
         """
@@ -516,9 +584,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         SB3's ``collect_rollouts``, then the parameters of the behaviour policy, which drew the
         stored actions and log-probabilities, on the stored observations (the normalised ones
         under ``VecNormalize``): the policy does not change during a rollout, so one chunked,
-        gradient-free pass after it gives the distributions of every step. It costs 0.8 ms per
-        1,000 Hopper-v5 steps, against 3.1 ms for copying them out of each step's forward pass
-        (``results/speed/micro/``).
+        gradient-free pass after it gives the distributions of every step, at less cost than
+        copying them out of each step's forward pass (measured in ``results/speed/micro/``).
         """
         complete = self._run_sb3_rollout(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
@@ -576,10 +643,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             for rollout_data in self.rollout_buffer.get(self.batch_size):
-                actions = rollout_data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    actions = rollout_data.actions.long().flatten()
-
+                actions = self.distribution_math.distribution_actions(rollout_data.actions)
                 values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
                 values = values.flatten()
                 advantages = rollout_data.advantages
@@ -601,7 +665,6 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
                     distribution=self.policy.action_dist,
                     clip_range=clip_range,
                     math=self.distribution_math,
-                    n_anchor_actions=self.n_anchor_actions,
                     generator=self._anchor_generator,
                     samples=rollout_data,
                     importance_weights=importance_weights,
@@ -641,8 +704,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                # A Python float (th.isfinite costs ~25 us per call). Finite terms with a non-finite
-                # sum (a coefficient or an overflow) also end here, before the step.
+                # Checked as a Python float, which costs less than th.isfinite. Finite terms with a
+                # non-finite sum (a coefficient or an overflow) also end here, before the step.
                 if not math.isfinite(grad_norm.item()):
                     what = "gradient"
                     if not math.isfinite(loss.item()):
@@ -680,8 +743,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         """
         Step SB3's default optimizer, Adam, with torch's ``foreach`` implementation on CPU, where
         torch's default is its for-loop one (``foreach=None`` chooses ``foreach`` on CUDA only):
-        the same updates bit for bit (the equality with SB3's ``PPO`` is tested), in 201 against
-        262 us per step of the paper's policy (``results/speed/micro/loop_costs.txt``). A ``foreach``
+        the same updates bit for bit (the equality with SB3's ``PPO`` is tested), in less time per step
+        (measured in ``results/speed/micro/loop_costs.txt``). A ``foreach``
         or ``fused`` value that the user gave in ``optimizer_kwargs`` is kept. It runs at every
         update, because ``load()`` restores the optimizer's options with its state.
         """
@@ -712,7 +775,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             buffer.actions,
             buffer.distribution_params,  # type: ignore[attr-defined]
             buffer.log_probs,
-            self.n_anchor_actions,
+            self.diagnostic_anchor_actions,
             self._diagnostics_generator,
         )
 

@@ -1,6 +1,6 @@
 """
 Sets of discrete actions and their probability masses: the safe manifold of
-support-anchored APO (spec section 5).
+support-anchored APO (``docs/support_apo.md``).
 
 Only :class:`~sb3_apo.support_apo.SupportAPO` ranks a reference policy's actions
 and measures the mass of a set of them, so these functions live beside it rather

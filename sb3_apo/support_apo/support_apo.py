@@ -1,6 +1,6 @@
 """
 Support-anchored APO: PPO-clip anchored to the *support* of a frozen reference
-policy, for discrete actions (spec section 5, an interpretation of "Anchored
+policy, for discrete actions (``docs/support_apo.md``, an interpretation of "Anchored
 Policy Optimization: Mitigating Exploration Collapse via Support-Constrained
 Rectification").
 """
@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_apo.common.checks import HyperparameterError, check_bool, check_choice, check_range
+from sb3_apo.common.checks import Check, HyperparameterError, check_bool, in_range, one_of, subclass_of
 from sb3_apo.common.distributions import CategoricalMath
 from sb3_apo.common.loading import read_archive
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
@@ -43,7 +43,10 @@ def load_policy_state_dict(path: str | os.PathLike[str], device: th.device | str
     """
     The policy weights stored in a file.
 
-    Only load files you trust: a policy file is unpickled, as SB3's ``BasePolicy.load`` does.
+    An SB3 archive and a ``state_dict`` file are read with ``weights_only=True``, which runs no code
+    from the file; a policy saved by ``model.policy.save()`` holds pickled objects (its constructor's
+    arguments) and is unpickled as SB3's ``BasePolicy.load`` does: only load such files, and SB3
+    archives (whose data SB3 unpickles), from sources you trust.
 
     :param path: a model saved by ``model.save()`` (an SB3 zip archive of any algorithm
         with an actor-critic policy: ``PPO``, ``APO``, ``SupportAPO``...; the ``.zip``
@@ -59,15 +62,22 @@ def load_policy_state_dict(path: str | os.PathLike[str], device: th.device | str
         raise FileNotFoundError(
             f"No reference policy at {str(path)!r}: give a model saved by model.save() or model.policy.save()."
         )
+    if not path.is_file():
+        raise ValueError(
+            f"The reference policy {str(path)!r} is not a file: give a model saved by model.save() or model.policy.save()."
+        )
     if _is_sb3_archive(path):
         _, params = read_archive(path, device=device)
         return params["policy"]
     try:
-        saved = th.load(path, map_location=device, weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError, ImportError) as error:
+        try:
+            saved = th.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:  # a policy file of BasePolicy.save(), which pickles its constructor's arguments
+            saved = th.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # unpickling runs the file's code, which may raise anything
         raise ValueError(
             f"Cannot read the reference policy {str(path)!r}: it is neither an SB3 model archive, nor a policy "
-            f"file, nor a state_dict (the file may be corrupted or truncated): {error}"
+            f"file, nor a state_dict (the file may be corrupted or truncated): {type(error).__name__}: {error}"
         ) from error
     if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):  # BasePolicy.save()
         return saved["state_dict"]
@@ -84,15 +94,15 @@ def support_apo_loss(
     pull_coef: float,
     top_k: int,
     exclude_sampled: bool,
-    kl_coef: float,
+    ref_kl_coef: float,
     kl_mode: str,
 ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
     """
-    The policy loss of support-anchored APO on one minibatch (spec section 5)::
+    The policy loss of support-anchored APO on one minibatch (``docs/support_apo.md``, "The objective")::
 
         L = -mean( min(r * A', clip(r, 1-eps, 1+eps) * A') )           A' = push_coef * A if A < 0 else A
             - pull_coef * mean( 1[A < 0] * |A| * sum_i min(rho_S_i, 1 + eps) )
-            + kl_coef * mean( w * KL(pi(.|s) || pi_ref(.|s)) )           w = 1[A < 0] ("negative") or 1 ("all")
+            + ref_kl_coef * mean( w * KL(pi(.|s) || pi_ref(.|s)) )       w = 1[A < 0] ("negative") or 1 ("all")
 
     with ``rho_S_i = pi(S_i|s) / pi_old(S_i|s)`` the ratio of the mass of the safe
     manifold ``S_i(s)`` of sub-space ``i``: the ``top_k`` most probable actions of
@@ -100,7 +110,7 @@ def support_apo_loss(
     ``exclude_sampled``. A sub-space whose manifold is empty adds nothing.
 
     A term whose coefficient switches it off is computed without gradient, for
-    the logs only, so that ``push_coef=1, pull_coef=0, kl_coef=0`` makes exactly
+    the logs only, so that ``push_coef=1, pull_coef=0, ref_kl_coef=0`` makes exactly
     PPO-clip's update.
 
     :param batch: the minibatch; its ``math`` must be a :class:`~sb3_apo.common.distributions.CategoricalMath`
@@ -109,10 +119,10 @@ def support_apo_loss(
     :param pull_coef: beta, the weight of the pull towards the safe manifold
     :param top_k: K, the size of the reference's top-K set per sub-space
     :param exclude_sampled: remove the executed action from the safe manifold
-    :param kl_coef: the weight of the KL penalty to the reference
+    :param ref_kl_coef: the weight of the KL penalty to the reference
     :param kl_mode: ``"all"`` or ``"negative"``, the samples the KL penalty applies to
     :return: the loss, and its named terms: ``policy_gradient_loss`` (the pushed surrogate),
-        ``pull_loss``, ``ref_kl_penalty`` (when ``kl_coef > 0``), and the diagnostics
+        ``pull_loss``, ``ref_kl_penalty`` (when ``ref_kl_coef > 0``), and the diagnostics
         ``safe_mass`` (mean ``pi(TopK_ref(s)|s)``, averaged over sub-spaces), ``safe_ratio``
         (mean ``rho_S`` on negative samples) and ``ref_kl`` (mean ``KL(pi || pi_ref)``)
     """
@@ -140,11 +150,11 @@ def support_apo_loss(
         loss = loss + pull_coef * pull
     terms["pull_loss"] = pull
 
-    with th.set_grad_enabled(kl_coef > 0 and th.is_grad_enabled()):
+    with th.set_grad_enabled(ref_kl_coef > 0 and th.is_grad_enabled()):
         ref_kl = math.kl(batch.new_params, reference_params)
-    if kl_coef > 0:
+    if ref_kl_coef > 0:
         kl_penalty = (ref_kl * negative).mean() if kl_mode == "negative" else ref_kl.mean()
-        loss = loss + kl_coef * kl_penalty
+        loss = loss + ref_kl_coef * kl_penalty
         terms["ref_kl_penalty"] = kl_penalty
 
     with th.no_grad():
@@ -156,12 +166,17 @@ def support_apo_loss(
     return loss, terms
 
 
+def _check_reference(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise HyperparameterError(f"`{name}` must be None or the path of a saved model or policy, got {value!r}.")
+
+
 class SupportAPO(PPOFamilyAlgorithm):
     """
     Support-anchored APO: PPO-clip that keeps a frozen reference policy's
-    plausible alternatives alive while the policy sharpens (spec section 5;
-    the paper's exact loss is not public and this is our interpretation, see
-    ``docs/support_apo.md``). For ``Discrete`` and ``MultiDiscrete`` actions.
+    plausible alternatives alive while the policy sharpens (the paper's exact
+    loss is not public and this is our interpretation, see ``docs/support_apo.md``).
+    For ``Discrete`` and ``MultiDiscrete`` actions.
 
     On samples with a negative advantage, the surrogate uses ``push_coef * A``
     (push), and a pull term raises the mass of the *safe manifold*, the
@@ -170,9 +185,9 @@ class SupportAPO(PPOFamilyAlgorithm):
 
         L = L_clip(A') - pull_coef * mean(1[A < 0] * |A| * min(pi(S|s) / pi_old(S|s), 1 + eps))
 
-    ``push_coef=1, pull_coef=0, kl_coef=0`` is exactly SB3's ``PPO``. The
-    baselines of the paper are switches of the same class: ``kl_coef > 0``
-    adds ``kl_coef * KL(pi || pi_ref)`` on all samples (``kl_mode="all"``,
+    ``push_coef=1, pull_coef=0, ref_kl_coef=0`` is exactly SB3's ``PPO``. The
+    baselines of the paper are switches of the same class: ``ref_kl_coef > 0``
+    adds ``ref_kl_coef * KL(pi || pi_ref)`` on all samples (``kl_mode="all"``,
     "standard KL") or on negative samples only (``kl_mode="negative"``, "KL on wrong").
 
     The reference policy (``model.reference_policy``, the same architecture as
@@ -190,27 +205,91 @@ class SupportAPO(PPOFamilyAlgorithm):
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
-    :param push_coef: lambda, the factor of negative advantages in the clipped surrogate (> 0)
+    :param learning_rate: The learning rate, or a schedule of the remaining progress (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+    :param batch_size: Minibatch size (as in SB3's ``PPO``, one that does not divide ``n_steps * n_envs``,
+        or exceeds it, gives a warning)
+    :param n_epochs: Number of epochs when optimizing the loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: Clipping parameter ``eps`` of PPO-clip and of the ratio rectification,
+        or a schedule of the remaining progress
+    :param clip_range_vf: Clipping parameter for the value function; ``None`` (default): no value clipping
+    :param normalize_advantage: Whether to normalize the advantage per minibatch
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping (``inf``: no clipping)
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param rollout_buffer_class: Rollout buffer class to use; it must store distribution parameters
+        (a subclass of :class:`sb3_apo.common.buffers.DistributionParamsMixin`). ``None``: chosen automatically
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: Stop the epochs of an update early when the approximate KL exceeds ``1.5 * target_kl``
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param diagnostic_anchor_actions: K, the anchor actions drawn per state for a Box action space in the
+        anchor-ratio diagnostics measured after each update (``train/anchor_ratio_max``, ``train/anchor_ratio_dev``)
+    :param diagnostics_freq: measure the diagnostics (``train/kl``, ``train/ratio_max``,
+        ``train/anchor_ratio_max`` ...) after every ``diagnostics_freq``-th update only (1: after every
+        update; the measurement costs one forward pass over the rollout). An algorithm whose state
+        adapts to them (PPOPenalty's adaptive ``beta``) measures after every update regardless
+        (:meth:`PPOFamilyAlgorithm._diagnostics_needed`); ``_after_policy_update`` runs after the
+        updates that were measured
+    :param async_rollouts: Collect the next rollout in an actor process while the learner trains on the
+        current one (decoupled PPO, see ``docs/async.md``); ``False``: SB3's synchronous loop, unchanged
+    :param max_policy_lag: With ``async_rollouts``, the number of updates the policy that collected a
+        rollout is behind the policy trained on it (0: no overlap, the synchronous update)
+    :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
+        contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
+        rollouts are joined into one (see ``docs/async.md``)
+    :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
+        ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
+    :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
+        ``"gae"``, GAE from the values recorded by the actor; ``"vtrace"``, V-trace from the learner's values
+    :param correct_policy_lag: With ``async_rollouts``, whether a lagged rollout is corrected (decoupled PPO:
+        the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
+        rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
+        weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
+        :param push_coef: lambda, the factor of negative advantages in the clipped surrogate (> 0)
     :param pull_coef: beta, the weight of the pull towards the safe manifold (>= 0)
     :param top_k: K, the number of the reference's most probable actions in the safe
         manifold, per sub-space; capped at ``n - 1`` for a sub-space of ``n`` actions
     :param exclude_sampled: remove the executed action from the safe manifold
-    :param kl_coef: the weight of the KL penalty ``KL(pi || pi_ref)`` (0: none)
+    :param ref_kl_coef: the weight of the KL penalty ``KL(pi || pi_ref)`` (0: none)
     :param kl_mode: ``"all"``: the KL penalty on every sample ("standard KL"); ``"negative"``:
         only on samples with ``A < 0`` ("KL on wrong")
     :param reference: ``None``: the reference is a snapshot of the policy when ``learn()``
         is first called; or the path of a saved model (``model.save()``) or policy
         (``model.policy.save()``) with the same policy architecture, loaded now
-    :param clip_range: Clipping parameter ``eps`` of PPO-clip and of the ratio rectification,
-        or a schedule of the remaining progress
-    :param rollout_buffer_class: a buffer that also stores the reference's parameters (a subclass
-        of :class:`sb3_apo.support_apo.buffers.ReferenceParamsMixin`); ``None``: chosen automatically
-    :param kwargs: every other parameter of SB3's ``PPO`` (``learning_rate``, ``n_steps``,
-        ``batch_size``, ``n_epochs``, ...), with the same names and defaults; see
-        :class:`sb3_apo.common.on_policy.PPOFamilyAlgorithm`
+        (see :func:`load_policy_state_dict` for the files that must be trusted)
+    :param kl_coef: Deprecated: ``ref_kl_coef``, which it sets
+    :param n_anchor_actions: Deprecated: ``diagnostic_anchor_actions``, which it sets
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
     supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.MultiDiscrete)
+    shared_hyperparameters: ClassVar[dict[str, Check]] = {
+        **PPOFamilyAlgorithm.shared_hyperparameters,
+        "rollout_buffer_class": subclass_of(ReferenceParamsMixin, "also store the reference's parameters"),
+    }
+    own_hyperparameters: ClassVar[dict[str, Check]] = {
+        "push_coef": in_range(0, low_open=True),
+        "pull_coef": in_range(0),
+        "top_k": in_range(1, integer=True),
+        "exclude_sampled": check_bool,
+        "ref_kl_coef": in_range(0),
+        "kl_mode": one_of(*KL_MODES),
+        "reference": _check_reference,
+    }
+    renamed_keywords: ClassVar[dict[str, str]] = {
+        "kl_coef": "ref_kl_coef",
+        "n_anchor_actions": "diagnostic_anchor_actions",
+    }
+    optional_state_dicts: ClassVar[tuple[str, ...]] = ("reference_policy",)
 
     reference_policy: ActorCriticPolicy
 
@@ -218,48 +297,99 @@ class SupportAPO(PPOFamilyAlgorithm):
         self,
         policy: str | type[ActorCriticPolicy],
         env: GymEnv | str,
-        *,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        diagnostic_anchor_actions: int = 2,
+        diagnostics_freq: int = 1,
+        async_rollouts: bool = False,
+        max_policy_lag: int = 1,
+        n_actors: int = 1,
+        importance_weight_max: float = 1.0,
+        value_targets: str = "gae",
+        correct_policy_lag: bool = True,
         push_coef: float = 1.05,
         pull_coef: float = 0.1,
         top_k: int = 8,
         exclude_sampled: bool = True,
-        kl_coef: float = 0.0,
+        ref_kl_coef: float = 0.0,
         kl_mode: str = "all",
         reference: str | os.PathLike[str] | None = None,
-        clip_range: float | Schedule = 0.2,
-        rollout_buffer_class: type[ReferenceParamsMixin] | None = None,
+        kl_coef: float | None = None,
+        n_anchor_actions: int | None = None,
         _init_setup_model: bool = True,
-        **kwargs: Any,
     ):
-        check_range("push_coef", push_coef, 0, low_open=True)
-        check_range("pull_coef", pull_coef, 0)
-        check_range("top_k", top_k, 1, integer=True)
-        check_bool("exclude_sampled", exclude_sampled)
-        check_range("kl_coef", kl_coef, 0)
-        check_choice("kl_mode", kl_mode, KL_MODES)
-        check_range("clip_range", clip_range, 0, low_open=True, allow_schedule=True)
-        if rollout_buffer_class is not None and not (
-            isinstance(rollout_buffer_class, type) and issubclass(rollout_buffer_class, ReferenceParamsMixin)
-        ):
-            raise HyperparameterError(
-                "`rollout_buffer_class` must also store the reference's parameters (a subclass of "
-                f"sb3_apo.support_apo.buffers.ReferenceParamsMixin), or be None; got {rollout_buffer_class!r}."
-            )
-        if reference is not None and not isinstance(reference, (str, os.PathLike)):
-            raise HyperparameterError(f"`reference` must be None or the path of a saved model or policy, got {reference!r}.")
+        own = dict(
+            push_coef=push_coef,
+            pull_coef=pull_coef,
+            top_k=top_k,
+            exclude_sampled=exclude_sampled,
+            ref_kl_coef=self._renamed_argument("kl_coef", kl_coef, ref_kl_coef),
+            kl_mode=kl_mode,
+            reference=reference,
+        )
+        self.check_hyperparameters(own)
         super().__init__(
             policy,
             env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
             clip_range=clip_range,
-            rollout_buffer_class=rollout_buffer_class,  # type: ignore[arg-type]
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            diagnostic_anchor_actions=self._renamed_argument("n_anchor_actions", n_anchor_actions, diagnostic_anchor_actions),
+            diagnostics_freq=diagnostics_freq,
+            async_rollouts=async_rollouts,
+            max_policy_lag=max_policy_lag,
+            n_actors=n_actors,
+            importance_weight_max=importance_weight_max,
+            value_targets=value_targets,
+            correct_policy_lag=correct_policy_lag,
             _init_setup_model=False,
-            **kwargs,
         )
         self.push_coef = float(push_coef)
         self.pull_coef = float(pull_coef)
         self.top_k = int(top_k)
         self.exclude_sampled = bool(exclude_sampled)
-        self.kl_coef = float(kl_coef)
+        self.ref_kl_coef = float(own["ref_kl_coef"])
         self.kl_mode = kl_mode
         #: where the reference came from: a path, or None for a snapshot of the policy
         self.reference = None if reference is None else os.fspath(reference)
@@ -310,19 +440,10 @@ class SupportAPO(PPOFamilyAlgorithm):
             self.reset_reference()  # the snapshot taken when learn() starts
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
-    def set_parameters(
-        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
-    ) -> None:
-        """
-        As :meth:`PPOFamilyAlgorithm.set_parameters`. A complete set (``exact_match=True``) without
-        ``reference_policy`` (a model of another algorithm, e.g. SB3's ``PPO``) sets no reference: it is
-        taken from the policy when ``learn()`` is next called, as for a new model.
-        """
-        params = self._parameters_to_set(load_path_or_dict, device)
-        if exact_match and "reference_policy" not in params:
-            params = {**params, "reference_policy": self.reference_policy.state_dict()}
-            self._reference_ready = False
-        super().set_parameters(params, exact_match, device)
+    def _state_dicts_not_in_archive(self, names: list[str]) -> None:
+        # A model of another algorithm (e.g. SB3's PPO) sets no reference: it is taken from the
+        # policy when learn() is next called, as for a new model.
+        self._reference_ready = False
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, torch_variables = super()._get_torch_save_params()
@@ -342,6 +463,6 @@ class SupportAPO(PPOFamilyAlgorithm):
             pull_coef=self.pull_coef,
             top_k=self.top_k,
             exclude_sampled=self.exclude_sampled,
-            kl_coef=self.kl_coef,
+            ref_kl_coef=self.ref_kl_coef,
             kl_mode=self.kl_mode,
         )
