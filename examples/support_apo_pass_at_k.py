@@ -55,13 +55,13 @@ from sb3_apo.envs import MULTI_SOLUTION_ID, MultiSolutionEnv
 #: in the losses of the variants without a pull (``pull_coef=0``), only their ``safe_mass`` diagnostic,
 #: which thus measures the same set for every variant.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "vanilla": dict(push_coef=1.0, pull_coef=0.0, kl_coef=0.0, top_k=3),
-    "kl_wrong": dict(push_coef=1.0, pull_coef=0.0, kl_coef=0.1, kl_mode="negative", top_k=3),
-    "kl_wrong_strong": dict(push_coef=1.0, pull_coef=0.0, kl_coef=0.5, kl_mode="negative", top_k=3),
-    "kl_standard": dict(push_coef=1.0, pull_coef=0.0, kl_coef=0.1, kl_mode="all", top_k=3),
-    "kl_standard_strong": dict(push_coef=1.0, pull_coef=0.0, kl_coef=0.5, kl_mode="all", top_k=3),
-    "support_apo": dict(push_coef=1.05, pull_coef=0.1, kl_coef=0.0, top_k=3),
-    "support_apo_strong": dict(push_coef=1.05, pull_coef=0.5, kl_coef=0.0, top_k=3),
+    "vanilla": dict(push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.0, top_k=3),
+    "kl_wrong": dict(push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.1, kl_mode="negative", top_k=3),
+    "kl_wrong_strong": dict(push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.5, kl_mode="negative", top_k=3),
+    "kl_standard": dict(push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.1, kl_mode="all", top_k=3),
+    "kl_standard_strong": dict(push_coef=1.0, pull_coef=0.0, ref_kl_coef=0.5, kl_mode="all", top_k=3),
+    "support_apo": dict(push_coef=1.05, pull_coef=0.1, ref_kl_coef=0.0, top_k=3),
+    "support_apo_strong": dict(push_coef=1.05, pull_coef=0.5, ref_kl_coef=0.0, top_k=3),
 }
 STYLES: dict[str, dict[str, Any]] = {
     "reference": dict(color="grey", marker="*"),

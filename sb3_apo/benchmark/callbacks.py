@@ -51,7 +51,7 @@ class DiagnosticsCSVCallback(BaseCallback):
     :param folder: the folder to write into (created if missing)
     :param measure: whether to record the ``diag/*`` diagnostics (on-policy models only)
     :param n_anchor_actions: anchor actions drawn per state for ``Box`` actions where the callback
-        measures itself; ``None``: the model's own ``n_anchor_actions`` where it has one, else 2
+        measures itself; ``None``: the model's own ``diagnostic_anchor_actions`` where it has one, else 2
     :param seed: seed of the generator those anchors are drawn from (never torch's global one,
         so the measurement does not change training)
     :param progress_every_s: least number of seconds between two writes of ``progress.json``
@@ -191,7 +191,7 @@ class DiagnosticsCSVCallback(BaseCallback):
             values = self.model.last_diagnostics  # what the loop measured (None: not this update)
         elif self._pi_old is not None and self._math is not None:
             assert self._generator is not None
-            anchors = self.n_anchor_actions or int(getattr(self.model, "n_anchor_actions", 2))
+            anchors = self.n_anchor_actions or int(getattr(self.model, "diagnostic_anchor_actions", 2))
             values = measure_update(
                 self.model.policy, self._math, **self._pi_old, n_anchor_actions=anchors, generator=self._generator
             )

@@ -18,7 +18,7 @@ Every algorithm shares the PPO-family parameters of rl-zoo3's PPO sampler
 - ``ppo_penalty``: ``kl_target`` and the initial ``kl_coef`` (no ``clip_range``:
   the paper's pure KL penalty; fix one with ``-params clip_range:0.2``);
 - ``spo``: ``clip_range``, which is SPO's ``eps``;
-- ``support_apo``: ``clip_range``, ``push_coef``, ``pull_coef``, ``top_k``, ``kl_coef``, ``kl_mode``.
+- ``support_apo``: ``clip_range``, ``push_coef``, ``pull_coef``, ``top_k``, ``ref_kl_coef``, ``kl_mode``.
 """
 
 import math
@@ -179,6 +179,6 @@ def sample_support_apo_params(trial: "optuna.Trial", n_actions: int, n_envs: int
     params["push_coef"] = trial.suggest_float("push_coef", 1.0, 1.5)
     params["pull_coef"] = trial.suggest_float("pull_coef", 0.001, 2.0, log=True)
     params["top_k"] = trial.suggest_categorical("top_k", [1, 2, 3, 4, 8, 16])
-    params["kl_coef"] = trial.suggest_categorical("kl_coef", [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
+    params["ref_kl_coef"] = trial.suggest_categorical("ref_kl_coef", [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
     params["kl_mode"] = trial.suggest_categorical("kl_mode", ["all", "negative"])
     return convert_ppo_family_params(params)
