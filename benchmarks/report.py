@@ -451,10 +451,14 @@ def _figures(
     return written
 
 
-def _interval(point: float, low: float, high: float) -> str:
+def _interval(point: float, low: float, high: float, number: Any = format_number) -> str:
     if not np.isfinite(point):
         return "n/a"
-    return format_number(point) + ("" if not np.isfinite(low) else f" [{format_number(low)}, {format_number(high)}]")
+    return number(point) + ("" if not np.isfinite(low) else f" [{number(low)}, {number(high)}]")
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.2f}"
 
 
 def make_report(
@@ -530,10 +534,11 @@ def make_report(
                 "budget": table["budget_timesteps"].map(lambda text: " / ".join(f"{int(b):,}" for b in text.split(" / "))),
                 "IQM [95% CI]": [_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
                 "peak kept [95% CI]": [
-                    _interval(*row) for row in zip(table["peak_kept_iqm"], table["peak_kept_low"], table["peak_kept_high"])
+                    _interval(*row, _fraction)
+                    for row in zip(table["peak_kept_iqm"], table["peak_kept_low"], table["peak_kept_high"])
                 ],
                 f"P(> {REFERENCE}) [95% CI]": [
-                    "reference" if algo == REFERENCE else _interval(*row)
+                    "reference" if algo == REFERENCE else _interval(*row, _fraction)
                     for algo, *row in zip(
                         table["algo"], table["p_improvement"], table["p_improvement_low"], table["p_improvement_high"]
                     )
