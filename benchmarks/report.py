@@ -2,24 +2,30 @@
 The report step: a results folder written by the grid runner -> tables and plots.
 
 A run's score is the mean of its last ``final_window`` deterministic evaluations
-(rl-zoo3's ``EvalCallback``). Per env and (algorithm, variant), the report gives, with
-the metrics of `rliable <https://github.com/google-research/rliable>`_ (Agarwal et al., 2021), computed
-with scipy as rliable itself computes them, the interquartile mean (IQM) of the
-seeds' scores with a 95% stratified-bootstrap interval, and the probability of improvement
-over PPO-clip (SB3's ``ppo`` with the same ``n_epochs``, the same variant where there is one).
+(rl-zoo3's ``EvalCallback``), and the fraction of its own peak that it keeps is that score
+divided by its best window of ``final_window`` consecutive evaluations. Per env and (algorithm,
+variant), the report gives, with the metrics of `rliable <https://github.com/google-research/rliable>`_
+(Agarwal et al., 2021), the interquartile mean (IQM) of both over the seeds with a 95%
+stratified-bootstrap interval, and the probability of improvement over PPO-clip (SB3's ``ppo``
+with the same ``n_epochs``, the same variant where there is one) with its interval and a verdict
+that goes no further than it; and the code commits that made the row's runs.
 Outputs, in ``<results>/report/`` unless told otherwise:
 
 - ``summary.md``: those tables, the diagnostics table and the figures;
 - ``summary.csv``: one row per (env, algorithm, variant); ``runs.csv``: one row per finished run;
 - ``diagnostics.csv``: per (env, algorithm, variant) and quantity (KL, largest anchor ratio,
   policy std), the median over the seeds' updates in each quarter of the training budget;
-- ``curves_<env>.png``: evaluation return over training steps and over wall time, mean and 95% band over seeds;
-- ``diagnostics_<env>.png``: KL, largest anchor ratio and policy std over training.
+- ``curves_<env>.png``: evaluation return over training steps (IQM and 95% bootstrap band over
+  seeds) and over wall time (each run);
+- ``diagnostics_<env>.png``: KL, largest anchor ratio and policy std over training (IQM and band).
+
+One spread convention throughout: every interval and every band is a 95% bootstrap interval
+of the IQM over seeds.
 """
 
 import argparse
+import itertools
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,11 @@ ALGO_ORDER = (*ZOO_ALGORITHMS, REFERENCE)
 DIAGNOSTICS = (("KL", "kl", "KL(pi_old || pi) per update"), ("anchor ratio max", "anchor_ratio_max", "largest anchor ratio"))
 STD = ("policy std", "train/std", "policy std")
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
+#: The bootstrap enumerates every resample when no sample has more runs than this, and draws at
+#: least ``MIN_RESAMPLES`` otherwise: with few seeds its distribution is a staircase, and too few
+#: draws can put an interval's endpoint on the wrong step.
+EXACT_MAX_RUNS = 5
+MIN_RESAMPLES = 50_000
 
 
 def format_number(value: Any) -> str:
@@ -70,6 +81,8 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
         params = {**(done.get("variant_params") or {}), **(done.get("hyperparams") or {})}
         budget = (done.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or done["timesteps"]
         evaluations = pd.read_csv(folder / EVALUATIONS_CSV) if (folder / EVALUATIONS_CSV).is_file() else pd.DataFrame()
+        score, peak = final_and_peak(evaluations["mean_return"] if len(evaluations) else pd.Series(), final_window)
+        code = done.get("code") or {}
         name = str(folder.relative_to(results))
         logs[name] = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
         curves.append(evaluations.assign(folder=name, wall_s=wall_time_at(evaluations, logs[name])))
@@ -83,7 +96,11 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
                 "budget_timesteps": int(float(budget)),
                 "timesteps": done.get("timesteps"),
                 "eval_episodes": done.get("eval_episodes"),
-                "score": evaluations["mean_return"].tail(final_window).mean() if len(evaluations) else np.nan,
+                "score": score,
+                "peak": peak,
+                "peak_kept": score / peak if peak > 0 else np.nan,
+                "code_commit": (code.get("commit") or "unknown")[:7],
+                "code_dirty": bool(code.get("dirty")),
                 "steps_per_s": done.get("steps_per_s"),
                 "steps_per_s_median_update": done.get("steps_per_s_median_update"),
                 "wall_time_s": done.get("wall_time_s"),
@@ -104,6 +121,20 @@ def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFr
     return runs.reset_index(drop=True), evaluations, logs, unfinished
 
 
+def final_and_peak(returns: pd.Series, window: int) -> tuple[float, float]:
+    """
+    A run's score, the mean of its last ``window`` evaluations, and its peak, the best mean of ``window``
+    consecutive evaluations (of all of them when the run has fewer); NaN for a run without evaluations.
+
+    :param returns: the run's evaluation returns, in order
+    :param window: evaluations per window
+    """
+    if not len(returns):
+        return np.nan, np.nan
+    peak = returns.rolling(window, min_periods=min(window, len(returns))).mean().max()
+    return float(returns.tail(window).mean()), float(peak)
+
+
 def wall_time_at(evaluations: pd.DataFrame, log: pd.DataFrame) -> np.ndarray:
     """
     The wall time (s) of each evaluation, read off the run's log of updates (``diag/wall_s``
@@ -116,40 +147,94 @@ def wall_time_at(evaluations: pd.DataFrame, log: pd.DataFrame) -> np.ndarray:
     return np.interp(evaluations["timesteps"], clock[columns[0]], clock[columns[1]], left=np.nan, right=np.nan)
 
 
-def interquartile_mean(scores: np.ndarray) -> float:
-    """rliable's ``aggregate_iqm``: the 25% trimmed mean of the runs' scores."""
-    return float(stats.trim_mean(scores, proportiontocut=0.25, axis=None))
+def interquartile_mean(scores: np.ndarray) -> np.ndarray:
+    """rliable's ``aggregate_iqm``: the 25% trimmed mean of the runs' scores (along the last axis)."""
+    return stats.trim_mean(scores, proportiontocut=0.25, axis=-1)
 
 
-def probability_of_improvement(scores: np.ndarray, reference: np.ndarray) -> float:
-    """rliable's ``probability_of_improvement`` for one task: ``P(X > Y) + P(X = Y) / 2``, the Mann-Whitney U / (n m)."""
-    scores, reference = scores.ravel(), reference.ravel()
-    return float(stats.mannwhitneyu(scores, reference, alternative="greater").statistic / (len(scores) * len(reference)))
-
-
-def _bootstrap(samples: list[np.ndarray], statistic: Any, reps: int) -> tuple[float, float, float]:
+def probability_of_improvement(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """
-    A statistic of one task's runs (``(n_runs, 1)`` arrays, one per algorithm) and its 95% percentile
-    interval, resampling the runs of each algorithm independently: rliable's stratified bootstrap for one task.
-    rliable is not a dependency: its 1.2.0 release pins ``arch<8``, whose 7.x cannot be imported with
-    pandas 3 (and then breaks rl-zoo3's plot commands, which import rliable when it is installed); the
-    two metrics above are its definitions, and scipy does the resampling. A fixed seed makes the report
-    reproducible.
+    rliable's ``probability_of_improvement`` for one task: ``P(X > Y) + P(X = Y) / 2``, the Mann-Whitney
+    U / (n m), along the last axis.
     """
-    point = float(statistic(*samples))
-    if any(len(sample) < 2 for sample in samples):
-        return point, np.nan, np.nan
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a degenerate sample (all runs equal) gives a NaN interval, as it should
-        interval = stats.bootstrap(
-            [sample[:, 0] for sample in samples],
-            lambda *runs: statistic(*(run[:, None] for run in runs)),
-            n_resamples=reps,
-            method="percentile",
-            vectorized=False,
-            rng=np.random.default_rng(0),
-        ).confidence_interval
-    return point, float(interval.low), float(interval.high)
+    u = stats.mannwhitneyu(scores, reference, alternative="greater", axis=-1).statistic
+    return u / (scores.shape[-1] * reference.shape[-1])
+
+
+def resamples(sizes: Sequence[int], reps: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """
+    The stratified bootstrap's resamples of several samples (each resampled on its own, as rliable's
+    ``StratifiedIndependentBootstrap`` does for one task): every one of them, as multisets weighted by
+    their multinomial probability, when no sample has more than ``EXACT_MAX_RUNS`` runs; otherwise
+    ``max(reps, MIN_RESAMPLES)`` random draws of equal weight.
+
+    :param sizes: the number of runs of each sample
+    :param reps: the draws asked for when the resamples are not enumerated
+    :param seed: the seed of the draws
+    :return: per sample, the run indices of each resample (``(n_resamples, size)``), and the resamples' weights
+    """
+    if max(sizes) <= EXACT_MAX_RUNS:
+        multisets, weights = [], []
+        for size in sizes:
+            indices = np.array(list(itertools.combinations_with_replacement(range(size), size)))
+            counts = np.stack([np.bincount(row, minlength=size) for row in indices])
+            multisets.append(indices)
+            weights.append(stats.multinomial.pmf(counts, size, np.full(size, 1.0 / size)))
+        grid = [axis.ravel() for axis in np.meshgrid(*(np.arange(len(m)) for m in multisets), indexing="ij")]
+        joint = np.prod([w[g] for w, g in zip(weights, grid)], axis=0)
+        return [m[g] for m, g in zip(multisets, grid)], joint / joint.sum()
+    rng, draws = np.random.default_rng(seed), max(reps, MIN_RESAMPLES)
+    return [rng.integers(0, size, (draws, size)) for size in sizes], np.full(draws, 1.0 / draws)
+
+
+def bootstrap_interval(samples: list[np.ndarray], statistic: Any, reps: int) -> tuple[float, float, float, str]:
+    """
+    A statistic of one task's runs and its 95% percentile interval over the stratified bootstrap
+    (:func:`resamples`). The endpoints are the 2.5% and 97.5% quantiles of the (weighted) bootstrap
+    distribution by its inverse CDF, so each is a value the statistic takes on some resample.
+    rliable itself is not a dependency: its 1.2.0 release pins ``arch<8``, whose 7.x cannot be
+    imported with pandas 3 (and then breaks rl-zoo3's plot commands, which import rliable when it
+    is installed); the metrics here are its definitions.
+
+    :param samples: the runs' scores, one 1-d array per algorithm
+    :param statistic: ``statistic(*arrays)`` of ``(n_resamples, n_runs)`` arrays, vectorised along axis 1
+    :param reps: random draws when the resamples are not enumerated
+    :return: the statistic, the interval's endpoints (NaN when a sample has fewer than 2 runs) and how the
+        resamples were made (``exact``, ``<n> draws`` or ``none``)
+    """
+    point = float(statistic(*(sample[None, :] for sample in samples))[0])
+    if min(len(sample) for sample in samples) < 2:
+        return point, np.nan, np.nan, "none"
+    indices, weights = resamples([len(sample) for sample in samples], reps)
+    values = statistic(*(sample[index] for sample, index in zip(samples, indices)))
+    low, high = np.quantile(values, [0.025, 0.975], weights=weights, method="inverted_cdf")
+    return point, float(low), float(high), "exact" if max(map(len, samples)) <= EXACT_MAX_RUNS else f"{len(weights):,} draws"
+
+
+#: The statistic, interval and method of a row without runs.
+NO_INTERVAL = (np.nan, np.nan, np.nan, "none")
+
+
+def verdict(low: float, high: float, reference: str) -> str:
+    """
+    What a probability of improvement's interval allows one to say: above or below the reference only
+    when the whole interval is on one side of 0.5.
+    """
+    if not np.isfinite(low):
+        return "n/a"
+    return f"above `{reference}`" if low > 0.5 else f"below `{reference}`" if high < 0.5 else "not distinguishable"
+
+
+def code_of(group: pd.DataFrame) -> str:
+    """
+    The commits that made a row's runs, each with its seeds (``*``: made with uncommitted changes), and
+    ``POOLED`` when there are several.
+    """
+    parts = []
+    for commit, runs in group.groupby("code_commit", sort=False):
+        seeds = " ".join(f"{seed}*" if dirty else str(seed) for seed, dirty in zip(runs["seed"], runs["code_dirty"]))
+        parts.append(f"{commit if commit == 'unknown' else f'`{commit}`'} ({seeds})")
+    return ("POOLED: " if len(parts) > 1 else "") + ", ".join(parts)
 
 
 def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
@@ -162,12 +247,13 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
     """
 
     def column(scores: pd.Series) -> np.ndarray:
-        return scores.dropna().to_numpy(float)[:, None]  # rliable's (runs x tasks) with one task
+        return scores.dropna().to_numpy(float)
 
     rows = []
     for (env, algo, variant), group in runs.groupby(["env", "algo", "variant"], sort=False):
-        scores = column(group["score"])
-        iqm = _bootstrap([scores], interquartile_mean, reps) if len(scores) else (np.nan,) * 3
+        scores, kept = column(group["score"]), column(group["peak_kept"])
+        iqm = bootstrap_interval([scores], interquartile_mean, reps) if len(scores) else NO_INTERVAL
+        iqm_kept = bootstrap_interval([kept], interquartile_mean, reps) if len(kept) else NO_INTERVAL
         # the PPO runs of the same env and n_epochs, the same variant first
         references = runs[(runs["env"] == env) & (runs["algo"] == REFERENCE)]
         references = references[references["n_epochs"] == group["n_epochs"].iloc[0]]
@@ -176,9 +262,10 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
             reference = references[same] if same.any() else references[references["variant"] == references["variant"].iloc[0]]
         else:
             reference = references
-        poi = (np.nan,) * 3
+        poi = NO_INTERVAL
         if algo != REFERENCE and len(scores) and len(column(reference["score"])):
-            poi = _bootstrap([scores, column(reference["score"])], probability_of_improvement, reps)
+            poi = bootstrap_interval([scores, column(reference["score"])], probability_of_improvement, reps)
+        reference_label = "" if algo == REFERENCE or not len(reference) else reference["label"].iloc[0]
         rows.append(
             {
                 "env": env,
@@ -198,7 +285,14 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
                 "p_improvement": poi[0],
                 "p_improvement_low": poi[1],
                 "p_improvement_high": poi[2],
-                "reference": "" if algo == REFERENCE or not len(reference) else reference["label"].iloc[0],
+                "reference": reference_label,
+                "verdict": verdict(poi[1], poi[2], reference_label) if reference_label else "",
+                "peak_kept_iqm": iqm_kept[0],
+                "peak_kept_low": iqm_kept[1],
+                "peak_kept_high": iqm_kept[2],
+                "bootstrap": iqm[3] if poi[3] in ("none", iqm[3]) else f"IQM {iqm[3]}, P {poi[3]}",
+                "code": code_of(group),
+                "dirty_seeds": " ".join(str(seed) for seed in group.loc[group["code_dirty"], "seed"]),
                 "scores": " ".join(f"{value:.6g}" for value in group["score"]),
                 "steps_per_s": group["steps_per_s_median_update"].fillna(group["steps_per_s"]).mean(),
             }
@@ -245,7 +339,8 @@ def diagnostics_long(runs: pd.DataFrame, logs: dict[str, pd.DataFrame], source: 
         if STD[1] in log:
             frames.append(pd.DataFrame({"timesteps": x, "value": log[STD[1]], "quantity": STD[0], "folder": run.folder}))
     if not frames:
-        return pd.DataFrame(columns=["timesteps", "value", "quantity", "folder", "quarter"])
+        columns = ["timesteps", "value", "quantity", "folder", "env", "algo", "variant", "label", "seed", "budget_timesteps"]
+        return pd.DataFrame(columns=[*columns, "quarter"])
     values = pd.concat(frames, ignore_index=True).dropna(subset=["timesteps", "value"])
     values = values.merge(runs[["folder", "env", "algo", "variant", "label", "seed", "budget_timesteps"]], on="folder")
     fraction = values["timesteps"] / values["budget_timesteps"]
@@ -264,6 +359,34 @@ def quarter_medians(values: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=list(QUARTERS)).reset_index()
 
 
+#: The diagnostics plots average each run's values over bins of this fraction of the budget (runs' updates
+#: need not fall on the same steps).
+DIAGNOSTICS_BIN = 0.01
+
+
+def iqm_bands(data: pd.DataFrame, x: str, y: str, reps: int) -> pd.DataFrame:
+    """
+    Per label and ``x``, the IQM of ``y`` over the runs and its 95% bootstrap interval, as the tables compute them.
+
+    :param data: one row per run and ``x``, with ``label``, ``x`` and ``y``
+    :param x: the column of the steps
+    :param y: the column of the values
+    :param reps: see :func:`bootstrap_interval`
+    """
+    rows = [
+        (label, at, *bootstrap_interval([group[y].to_numpy(float)], interquartile_mean, reps)[:3])
+        for (label, at), group in data.dropna(subset=[y]).groupby(["label", x], sort=False)
+    ]
+    return pd.DataFrame(rows, columns=["label", x, "iqm", "low", "high"])
+
+
+def _plot_bands(axis: Any, bands: pd.DataFrame, x: str, palette: dict[str, Any]) -> None:
+    for label, line in bands.groupby("label", sort=False):
+        axis.plot(line[x], line["iqm"], color=palette[label], label=label)
+        axis.fill_between(line[x], line["low"], line["high"], color=palette[label], alpha=0.2, linewidth=0)
+    axis.legend(fontsize="small")
+
+
 def _save(figure: Any, path: Path) -> Path:
     from matplotlib import pyplot
 
@@ -274,7 +397,7 @@ def _save(figure: Any, path: Path) -> Path:
 
 
 def _figures(
-    env: str, runs: pd.DataFrame, evaluations: pd.DataFrame, values: pd.DataFrame, out: Path, smooth: int
+    env: str, runs: pd.DataFrame, evaluations: pd.DataFrame, values: pd.DataFrame, out: Path, smooth: int, reps: int
 ) -> list[Path]:
     """The learning curves and the diagnostics over training of one env."""
     import matplotlib
@@ -289,13 +412,11 @@ def _figures(
     written = []
     curves = evaluations.merge(env_runs[["folder", "label"]], on="folder") if len(evaluations) else evaluations
     if len(curves):
-        # against steps (mean and band over seeds), and against each run's own wall clock (one line per run)
+        # against steps (IQM and band over seeds), and against each run's own wall clock (one line per run)
         with_clock = curves["wall_s"].notna().any()
         figure, axes = pyplot.subplots(1, 1 + with_clock, figsize=(7.5 * (1 + with_clock), 4.8), squeeze=False)
-        sns.lineplot(
-            curves, x="timesteps", y="mean_return", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axes[0, 0]
-        )
-        axes[0, 0].set(title="mean and 95% CI over seeds", ylabel="return")
+        _plot_bands(axes[0, 0], iqm_bands(curves, "timesteps", "mean_return", reps), "timesteps", palette)
+        axes[0, 0].set(title="IQM and 95% bootstrap interval over seeds", xlabel="timesteps", ylabel="return")
         if with_clock:
             sns.lineplot(
                 curves.assign(wall_min=curves["wall_s"] / 60.0),
@@ -307,28 +428,37 @@ def _figures(
         written.append(_save(figure, out / f"curves_{safe_name(env)}.png"))
     env_values = values[values["env"] == env].copy()
     if len(env_values):
-        # a centred moving average per run, in log space (the diagnostics span decades)
+        # a centred moving average per run, in log space (the diagnostics span decades), then each run's
+        # mean over bins of the budget, so that the runs share their steps
         env_values["value"] = 10 ** env_values.groupby(["folder", "quantity"])["value"].transform(
             lambda series: np.log10(series.clip(lower=1e-12)).rolling(smooth, center=True, min_periods=1).mean()
         )
+        width = env_values["budget_timesteps"] * DIAGNOSTICS_BIN
+        env_values["timesteps"] = ((env_values["timesteps"] / width).round() * width).astype(float)
+        env_values = env_values.groupby(["label", "folder", "quantity", "timesteps"], as_index=False)["value"].mean()
         panels = [(name, label) for name, _, label in (*DIAGNOSTICS, STD)]
         figure, axes = pyplot.subplots(1, len(panels), figsize=(6 * len(panels), 4.6))
         for axis, (quantity, label) in zip(axes, panels):
             data = env_values[env_values["quantity"] == quantity]
             if len(data):
-                sns.lineplot(
-                    data, x="timesteps", y="value", hue="label", palette=palette, errorbar=("ci", 95), seed=0, ax=axis
-                )
-            axis.set(title=f"{env}: {label}", ylabel=f"{label} (log)", yscale="log")
-        figure.suptitle(f"{env}: diagnostics after each update, mean and 95% CI over seeds (moving average of {smooth})")
+                _plot_bands(axis, iqm_bands(data, "timesteps", "value", reps), "timesteps", palette)
+            axis.set(title=f"{env}: {label}", xlabel="timesteps", ylabel=f"{label} (log)", yscale="log")
+        figure.suptitle(
+            f"{env}: diagnostics after each update (moving average of {smooth}, then per run the mean over "
+            f"{DIAGNOSTICS_BIN:.0%} of the budget), IQM and 95% bootstrap interval over seeds"
+        )
         written.append(_save(figure, out / f"diagnostics_{safe_name(env)}.png"))
     return written
 
 
-def _interval(point: float, low: float, high: float) -> str:
+def _interval(point: float, low: float, high: float, number: Any = format_number) -> str:
     if not np.isfinite(point):
         return "n/a"
-    return format_number(point) + ("" if not np.isfinite(low) else f" [{format_number(low)}, {format_number(high)}]")
+    return number(point) + ("" if not np.isfinite(low) else f" [{number(low)}, {number(high)}]")
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.2f}"
 
 
 def make_report(
@@ -337,7 +467,7 @@ def make_report(
     final_window: int = 5,
     smooth_window: int = 5,
     source: str = "auto",
-    reps: int = 2000,
+    reps: int = MIN_RESAMPLES,
     figures: bool = True,
     labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -350,7 +480,7 @@ def make_report(
     :param smooth_window: moving-average window of the diagnostics plots, in updates
     :param source: which KL and anchor ratio to use: ``diag`` (measured alike for every algorithm),
         ``train`` (each algorithm's own log) or ``auto`` (``diag`` where logged)
-    :param reps: bootstrap replications of the intervals
+    :param reps: bootstrap draws where the resamples are not enumerated (at least ``MIN_RESAMPLES`` are drawn)
     :param figures: whether to draw the PNG figures (the tables alone are much faster)
     :param labels: report only these algorithm labels (``apo``, ``apo [async]``, ...); default: every run
     :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written and the ``unfinished`` run folders
@@ -383,10 +513,16 @@ def make_report(
     lines = [
         f"# Benchmark results: `{results.resolve().name}`",
         "",
-        f"Score of a run: the mean of its last {final_window} deterministic evaluations. Per algorithm and variant: "
-        "the interquartile mean (IQM) of the seeds' scores, the mean ± sample std, and the probability that a run "
-        f"scores higher than a run of PPO-clip (`{REFERENCE}` with the same `n_epochs`), with 95% stratified-bootstrap "
-        f"intervals ({reps:,} replications; rliable's metrics, computed with scipy). Budget: training timesteps per run.",
+        f"Score of a run: the mean of its last {final_window} deterministic evaluations; peak kept: that score "
+        f"divided by the run's best mean over {final_window} consecutive evaluations. Per algorithm and variant: the "
+        "interquartile mean (IQM) over the seeds of both, and the probability that a run scores higher than a run of "
+        f"PPO-clip (`{REFERENCE}` with the same `n_epochs`), each with a 95% stratified-bootstrap interval (rliable's "
+        f"metrics; percentile intervals, every resample enumerated where no sample has more than {EXACT_MAX_RUNS} runs, "
+        f"else {max(reps, MIN_RESAMPLES):,} draws: column `bootstrap`). Verdict: above or below PPO-clip only when the "
+        "whole interval of P is on one side of 0.5, else not distinguishable. Curves: the IQM over seeds at each "
+        "evaluation with its 95% bootstrap band, the one spread convention of this report. Budget: training timesteps "
+        "per run. Code: the commit of each run's code with its seeds (`*`: uncommitted changes; `POOLED`: a row whose "
+        "runs come from several commits).",
         "",
     ]
     for env, table in summary.groupby("env", sort=False):
@@ -397,21 +533,24 @@ def make_report(
                 "seeds": [f"{n} ({seeds})" for n, seeds in zip(table["n_seeds"], table["seeds"])],
                 "budget": table["budget_timesteps"].map(lambda text: " / ".join(f"{int(b):,}" for b in text.split(" / "))),
                 "IQM [95% CI]": [_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
-                "mean ± std": [
-                    format_number(m) + ("" if not np.isfinite(sd) else f" ± {format_number(sd)}")
-                    for m, sd in zip(table["mean"], table["std"])
+                "peak kept [95% CI]": [
+                    _interval(*row, _fraction)
+                    for row in zip(table["peak_kept_iqm"], table["peak_kept_low"], table["peak_kept_high"])
                 ],
                 f"P(> {REFERENCE}) [95% CI]": [
-                    "reference" if algo == REFERENCE else _interval(*row)
+                    "reference" if algo == REFERENCE else _interval(*row, _fraction)
                     for algo, *row in zip(
                         table["algo"], table["p_improvement"], table["p_improvement_low"], table["p_improvement_high"]
                     )
                 ],
+                "verdict": table["verdict"],
                 "per-seed scores": table["scores"].map(lambda text: " ".join(format_number(float(v)) for v in text.split())),
+                "bootstrap": table["bootstrap"],
+                "code": table["code"],
                 "steps/s": table["steps_per_s"].map(format_number),
             }
         )
-        written = _figures(env, runs, evaluations, values, out, smooth_window) if figures else []
+        written = _figures(env, runs, evaluations, values, out, smooth_window, reps) if figures else []
         files += written
         lines += [f"## {env}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
         lines += [f"![{path.stem}]({path.name})" for path in written] + [""]
@@ -445,7 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RESULTS/report)")
     parser.add_argument("--final-window", type=int, default=5, help="last evaluations averaged for a run's score (default: 5)")
     parser.add_argument("--smooth", type=int, default=5, help="moving-average window of the diagnostics plots, in updates")
-    parser.add_argument("--reps", type=int, default=2000, help="bootstrap replications of the intervals (default: 2000)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=MIN_RESAMPLES,
+        help=f"bootstrap draws, at least {MIN_RESAMPLES:,} (default: {MIN_RESAMPLES:,})",
+    )
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--labels", nargs="+", default=None, help="report only these algorithm labels, e.g. apo 'apo [async]'")
     parser.add_argument(

@@ -1,13 +1,19 @@
 """
-APO at the paper's scale: 10M-step runs on HalfCheetah-v5 (50 epochs) and Walker2d-v5 (10 epochs).
+APO at the paper's scale: 10M-step runs on HalfCheetah-v5 (50 epochs) and Walker2d-v5 (10 epochs), and
+APO as a drop-in for rl-zoo3's tuned PPO.
 
-One queue over both tiers, seed by seed, two runs at a time, each with one torch thread. The runner is
+Tiers 1 and 2 are one queue, seed by seed, two runs at a time, each with one torch thread. Tier 3 runs
+rl-zoo3's own tuned PPO entries (``benchmarks/studies/zoo_tuned/``, the launcher's ``-conf``) for 1M steps,
+unchanged as ``ppo`` and as ``apo`` with APO's own parameters at their defaults, into its own results folder;
+since the file differs by algorithm, it runs seed by seed, each algorithm's three envs in turn. The runner is
 resumable: run the same command again and it finishes what is missing (a run that was cut short restarts
 from its beginning). Run from the repository root, with the environment's ``python`` first on the PATH::
 
-    python benchmarks/studies/paper_scale.py            # both tiers
+    python benchmarks/studies/paper_scale.py            # tiers 1 and 2
     python benchmarks/studies/paper_scale.py --tiers 1  # HalfCheetah-v5 at 50 epochs only
-    python benchmarks/report.py results/paper_scale     # the report
+    python benchmarks/studies/paper_scale.py --tiers 3  # rl-zoo3's tuned PPO, as ppo and as apo
+    python benchmarks/report.py results/paper_scale     # the report of tiers 1 and 2
+    python benchmarks/report.py results/zoo_tuned       # the report of tier 3
 
 Commands are recorded with ``python``, not this machine's interpreter path, so that they run elsewhere.
 """
@@ -32,18 +38,54 @@ TIERS = {
     ],
     2: [("Walker2d-v5", "ppo", BASE), ("Walker2d-v5", "apo", BASE)],
 }
+#: Tier 3: rl-zoo3's tuned PPO entries, one hyperparameter file per algorithm, in their own results folder.
+ZOO_TUNED_TIER = 3
+ZOO_TUNED_RESULTS = Path("results/zoo_tuned")
+ZOO_TUNED_FILES = Path("benchmarks/studies/zoo_tuned")
+ZOO_TUNED_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
+ZOO_TUNED_ALGOS = ("ppo", "apo")
+
+
+def zoo_tuned_queue(seeds: range = SEEDS) -> list[tuple[GridSettings, list[RunSpec]]]:
+    """
+    Tier 3, seed by seed: per seed and algorithm, the grid settings (``-conf`` its file) and its three runs.
+
+    :param seeds: the random seeds
+    """
+    queue = []
+    for seed in seeds:
+        for algo in ZOO_TUNED_ALGOS:
+            settings = GridSettings(
+                results=ZOO_TUNED_RESULTS, n_timesteps=1_000_000, eval_freq=50_000, eval_episodes=5, n_eval_envs=1,
+                extra_args=("-conf", str(ZOO_TUNED_FILES / f"{algo}.yml")), python="python",
+            )  # fmt: skip
+            queue.append((settings, [RunSpec(env, algo, BASE, seed) for env in ZOO_TUNED_ENVS]))
+    return queue
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiers", type=int, nargs="+", default=sorted(TIERS), choices=sorted(TIERS))
+    parser.add_argument(
+        "--tiers", type=int, nargs="+", default=sorted(TIERS), choices=[*sorted(TIERS), ZOO_TUNED_TIER],
+        help="tiers to run (default: 1 2; tier 3 runs only when asked for)",
+    )  # fmt: skip
     parser.add_argument("-j", "--jobs", type=int, default=2, help="runs at a time (default: 2)")
     args = parser.parse_args()
-    runs = [RunSpec(env, algo, variant, seed) for tier in args.tiers for seed in SEEDS for env, algo, variant in TIERS[tier]]
-    settings = GridSettings(
-        results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python"
-    )
-    return GridRunner(runs, settings, jobs=args.jobs).run(argv=["python", "benchmarks/studies/paper_scale.py", *sys.argv[1:]])
+    argv = ["python", "benchmarks/studies/paper_scale.py", *sys.argv[1:]]
+    status = 0
+    tiers = [tier for tier in args.tiers if tier in TIERS]
+    if tiers:
+        runs = [RunSpec(env, algo, variant, seed) for tier in tiers for seed in SEEDS for env, algo, variant in TIERS[tier]]
+        settings = GridSettings(
+            results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python"
+        )
+        status = GridRunner(runs, settings, jobs=args.jobs).run(argv=argv)
+    if ZOO_TUNED_TIER in args.tiers and status != 130:  # not after an interruption
+        for settings, runs in zoo_tuned_queue():
+            status = max(status, GridRunner(runs, settings, jobs=args.jobs).run(argv=argv))
+            if status == 130:
+                break
+    return status
 
 
 if __name__ == "__main__":
