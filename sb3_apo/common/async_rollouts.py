@@ -8,8 +8,8 @@ The learner talks to its actor through the small :class:`RolloutActor` interface
 learner, which therefore inherits the training ``VecEnv`` as it is (a
 ``SubprocVecEnv`` keeps its workers, ``VecNormalize`` its statistics, ``Monitor`` its
 files) and runs SB3's own ``collect_rollouts`` on a CPU copy of the policy, with one
-torch thread. Everything it sends back is plain numpy, over a pipe: no shared memory
-segment is created.
+torch thread. Messages of any size cross pipes without a deadlock
+(:mod:`sb3_apo.common.transport`): no shared memory segment is created.
 
 Every weights message asks the actor for one rollout collected with those weights,
 and the learner keeps ``max_policy_lag + 1`` requests in flight: the rollout it
@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import functools
 import multiprocessing as mp
 import os
-import select
 import signal
+import sys
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +58,7 @@ from sb3_apo.common.env_shards import (
     select_envs,
     vec_normalize_statistics,
 )
+from sb3_apo.common.transport import ActorEnd, Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
 
 if TYPE_CHECKING:
     from sb3_apo.common.on_policy import PPOFamilyAlgorithm
@@ -76,6 +78,9 @@ BUFFER_ARRAYS = (
 
 #: Seconds an actor gets to stop on its own before it is terminated.
 CLOSE_TIMEOUT = 10.0
+
+#: ``prctl``'s request for a signal when the parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 #: In an actor process, the objects it inherited but must never free (the learner's CUDA policy).
 _KEPT_IN_ACTOR: list[Any] = []
@@ -296,16 +301,13 @@ def policy_weights(policy: th.nn.Module) -> dict[str, np.ndarray]:
 
 class _StepRecorder(BaseCallback):
     """
-    The actor's callback: records each step for replay, and stops the rollout when asked,
-    that is once its ``stop`` pipe is readable (the learner closed its end, or died).
+    The actor's callback: records each step for replay, bumps the heartbeat the learner watches,
+    and stops the rollout once the learner has closed its end of the link (or died).
     """
 
-    def __init__(self, stop: Connection):
+    def __init__(self, stop: threading.Event, heartbeat: Heartbeat):
         super().__init__()
-        self.stop = stop  # kept open for the poll object below, which holds only its descriptor
-        # A poll object made once: Connection.poll() builds a selector at every call (3.6 against 0.5 us)
-        self._stop_poller = select.poll()
-        self._stop_poller.register(stop.fileno(), select.POLLIN)  # POLLHUP too, always reported
+        self.stop, self.heartbeat = stop, heartbeat
         self.steps: list[StepRecord] = []
 
     def _on_step(self) -> bool:
@@ -317,7 +319,8 @@ class _StepRecorder(BaseCallback):
                 infos=self.locals["infos"],
             )
         )
-        return not self._stop_poller.poll(0)
+        self.heartbeat.beat()
+        return not self.stop.is_set()
 
 
 def _actions_only(
@@ -344,30 +347,41 @@ def _take_env_shard(model: PPOFamilyAlgorithm, indices: list[int], index: int) -
     th.manual_seed(int(th.randint(0, 2**62, (1,)).item()) + index)
 
 
-def _actor_main(
-    model: PPOFamilyAlgorithm,
-    cpu_policy: th.nn.Module | None,
-    connection: Connection,
-    learner_end: Connection,
-    stop: Connection,
-    stop_writer: Connection,
-    reset_env: bool,
-    indices: list[int] | None,
-    index: int,
-) -> None:
+def _die_with(learner_pid: int) -> None:
     """
-    The actor process: receive weights, collect one rollout with SB3's loop, send it back. An actor
-    of a shard of the envs (``indices``) also reports the ``VecNormalize`` moments it added, and adds
-    those the other actors reported, which come with the weights (:mod:`sb3_apo.common.env_shards`).
+    Make the calling actor process end when its learner does, even while an env hangs in ``step()``:
+    on Linux the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``); elsewhere the actor's receiving
+    thread ends it once the learner's end of the link closed (:func:`_exit_soon`).
     """
-    learner_end.close()  # so that the learner's death reads as EOF here
-    stop_writer.close()  # and on the stop pipe, which the learner closes to stop a rollout
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
-    th.set_num_threads(1)
-    # This process only collects, on observations checked at every step: torch's distribution argument
-    # checks are off in it, as in the learner's rollouts and updates (sb3_apo/common/_torch_compat.py).
-    th.distributions.Distribution.set_default_validate_args(False)
-    try:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handler the learner installed
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != learner_pid:  # the learner died before the request above
+        os._exit(1)
+
+
+def _exit_soon() -> None:
+    """Called once the learner closed its end: leave if the main thread has not left by itself in time."""
+    time.sleep(CLOSE_TIMEOUT)
+    os._exit(1)
+
+
+class _Actor:
+    """
+    What an actor process keeps between rollouts: the model (with a CPU policy, and its shard of
+    the envs), the rollout buffer, and the ``VecNormalize`` statistics last reported.
+    """
+
+    def __init__(
+        self,
+        model: PPOFamilyAlgorithm,
+        cpu_policy: th.nn.Module | None,
+        end: ActorEnd,
+        reset_env: bool,
+        indices: list[int] | None,
+        index: int,
+    ):
         if cpu_policy is not None:
             # Never touch the learner's CUDA tensors in a forked process, not even to free
             # them: its policy stays referenced until the process exits (with os._exit).
@@ -376,23 +390,24 @@ def _actor_main(
             model.device = th.device("cpu")
         if indices is not None:
             _take_env_shard(model, indices, index)
+        self.model, self.end = model, end
         env = model.env
         assert env is not None
-        vec_normalize = model.get_vec_normalize_env()
+        self.vec_normalize = model.get_vec_normalize_env()
         # A shard's statistics as last reported (so that its next report is what it added since)
-        reported = None
-        if indices is not None and vec_normalize is not None:
-            reported = copy_statistics(vec_normalize_statistics(vec_normalize))
+        self.reported: Statistics | None = None
+        if indices is not None and self.vec_normalize is not None:
+            self.reported = copy_statistics(vec_normalize_statistics(self.vec_normalize))
         if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
             model._last_obs = env.reset()  # type: ignore[assignment]
             model._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
         # With lag, the critic and the log-probabilities are left out of each step's forward pass
         # and evaluated for the whole rollout at once (docs/async.md); without lag the actor runs
         # SB3's loop unchanged, so that its rollouts are bit-for-bit the synchronous ones.
-        deferred = model.max_policy_lag > 0
-        if deferred:
+        self.deferred = model.max_policy_lag > 0
+        if self.deferred:
             model.policy.forward = functools.partial(_actions_only, model.policy)  # type: ignore[method-assign]
-        buffer = anchored_buffer_class(model.observation_space)(
+        self.buffer = anchored_buffer_class(model.observation_space)(
             model.n_steps,
             model.observation_space,
             model.action_space,
@@ -401,63 +416,102 @@ def _actor_main(
             gae_lambda=model.gae_lambda,
             n_envs=env.num_envs,
         )
+
+    def collect(
+        self, policy_version: int, weights: dict[str, np.ndarray], reported_by_others: list[Statistics], actor_idle_s: float
+    ) -> Rollout | None:
+        """One rollout with these weights, or ``None`` if the learner closed the link meanwhile."""
+        model, buffer = self.model, self.buffer
+        if self.reported is not None:
+            for added in reported_by_others:
+                add_moments(vec_normalize_statistics(self.vec_normalize), added)  # type: ignore[arg-type]
+                add_moments(self.reported, added)
+        model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
+        recorder = _StepRecorder(self.end.learner_gone, self.end.heartbeat)
+        recorder.init_callback(model)
+        checked = model._rollout_callback(recorder, validate_args=False)
+        started = time.perf_counter()
+        if self.deferred:
+            complete = model._run_sb3_rollout(model.env, checked, buffer, model.n_steps)  # type: ignore[arg-type]
+        else:
+            complete = model._collect_rollouts_locally(model.env, checked, buffer, model.n_steps)  # type: ignore[arg-type]
+        if not complete:
+            return None
+        last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic
+        if self.deferred:
+            buffer.fill_evaluations(model._evaluate_behaviour)
+            buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
+        statistics = None if self.vec_normalize is None else vec_normalize_statistics(self.vec_normalize)
+        if self.reported is not None:
+            current = copy_statistics(statistics)  # type: ignore[arg-type]
+            statistics, self.reported = moments_added(current, self.reported), current
+        return Rollout(
+            policy_version=policy_version,
+            arrays={name: getattr(buffer, name) for name in BUFFER_ARRAYS},
+            steps=StepRecords.stack(recorder.steps),
+            last_obs=model._last_obs,
+            last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
+            last_values=last_values.cpu().numpy(),
+            vec_normalize_stats=statistics,
+            actor_idle_s=actor_idle_s,
+            collect_s=time.perf_counter() - started,
+        )
+
+
+def _actor_main(
+    model: PPOFamilyAlgorithm,
+    cpu_policy: th.nn.Module | None,
+    link: Link,
+    learner_pid: int,
+    reset_env: bool,
+    indices: list[int] | None,
+    index: int,
+) -> None:
+    """
+    The actor process, a flat dispatch over the learner's commands (as SB3's ``SubprocVecEnv``
+    worker): ``("collect", policy_version, weights, reported_by_others)`` asks for one rollout,
+    sent back as ``("rollout", Rollout)``; the end of the link ends the process. Any error goes
+    back as ``("error", traceback)`` before the process exits with code 1. An actor of a shard of
+    the envs (``indices``) also reports the ``VecNormalize`` moments it added, and adds those the
+    other actors reported, which come with the weights (:mod:`sb3_apo.common.env_shards`).
+    """
+    end = link.actor_end()
+    _die_with(learner_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
+    th.set_num_threads(1)
+    # This process only collects, on observations checked at every step: torch's distribution argument
+    # checks are off in it, as in the learner's rollouts and updates (sb3_apo/common/_torch_compat.py).
+    th.distributions.Distribution.set_default_validate_args(False)
+    try:
+        end.start(on_learner_gone=_exit_soon)
+        actor = _Actor(model, cpu_policy, end, reset_env, indices, index)
         while True:
             waited = time.perf_counter()
-            message = connection.recv()
+            message = end.receive()
             if message is None:
-                return
-            policy_version, weights, reported_by_others = message
-            actor_idle_s = time.perf_counter() - waited
-            if reported is not None:
-                for added in reported_by_others:
-                    add_moments(vec_normalize_statistics(vec_normalize), added)  # type: ignore[arg-type]
-                    add_moments(reported, added)
-            model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
-            recorder = _StepRecorder(stop)
-            recorder.init_callback(model)
-            checked = model._rollout_callback(recorder, validate_args=False)
-            started = time.perf_counter()
-            if deferred:
-                complete = model._run_sb3_rollout(env, checked, buffer, model.n_steps)
+                return  # the learner closed the link
+            command, *arguments = message
+            if command == "collect":
+                rollout = actor.collect(*arguments, actor_idle_s=time.perf_counter() - waited)
+                if rollout is None:
+                    return
+                end.send(("rollout", rollout))
             else:
-                complete = model._collect_rollouts_locally(env, checked, buffer, model.n_steps)
-            if not complete:
-                return  # asked to stop
-            last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic
-            if deferred:
-                buffer.fill_evaluations(model._evaluate_behaviour)
-                buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
-            statistics = None if vec_normalize is None else vec_normalize_statistics(vec_normalize)
-            if reported is not None:
-                current = copy_statistics(statistics)  # type: ignore[arg-type]
-                statistics, reported = moments_added(current, reported), current
-            connection.send(
-                Rollout(
-                    policy_version=policy_version,
-                    arrays={name: getattr(buffer, name) for name in BUFFER_ARRAYS},
-                    steps=StepRecords.stack(recorder.steps),
-                    last_obs=model._last_obs,
-                    last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
-                    last_values=last_values.cpu().numpy(),
-                    vec_normalize_stats=statistics,
-                    actor_idle_s=actor_idle_s,
-                    collect_s=time.perf_counter() - started,
-                )
-            )
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+                raise ValueError(f"Unknown command {command!r} for a rollout actor.")
+    except PeerGone:
         return  # the learner is gone: nothing to report to
     except BaseException:
-        try:
-            connection.send(RolloutActorError(traceback.format_exc()))
-        finally:
-            os._exit(1)
+        with contextlib.suppress(BaseException):
+            end.send(("error", traceback.format_exc()))
+        os._exit(1)
 
 
 @dataclass
 class ForkedRolloutActor(RolloutActor):
     """
     A local actor: a process forked from the learner, which collects rollouts with
-    the learner's own ``VecEnv`` (that the learner does not step meanwhile).
+    the learner's own ``VecEnv`` (that the learner does not step meanwhile). Messages
+    cross a :class:`~sb3_apo.common.transport.Link`, deadlock-free for any size.
 
     :param model: the algorithm; the forked process uses its env, ``n_steps`` and policy class
     :param reset_env: reset the env before the first rollout (when an earlier actor
@@ -472,9 +526,9 @@ class ForkedRolloutActor(RolloutActor):
     index: int = 0
     env_indices: list[int] | None = None
     process: Any = field(default=None, init=False)
-    _connection: Connection | None = field(default=None, init=False)
-    _stop: Connection | None = field(default=None, init=False)
+    _end: LearnerEnd | None = field(default=None, init=False)
     _pending: int = field(default=0, init=False)
+    _silent: bool = field(default=False, init=False)
     #: The process's exit code once closed: 0 when it left by itself, negative when a signal ended it.
     exitcode: int | None = field(default=None, init=False)
 
@@ -495,28 +549,23 @@ class ForkedRolloutActor(RolloutActor):
 
     def start(self) -> None:
         context = mp.get_context("fork")
-        learner_end, actor_end = context.Pipe(duplex=True)
-        # The stop signal is a pipe, not an Event: an Event's lock, held by an actor that is
-        # killed inside is_set(), would stay locked forever and hang the learner's close().
-        stop_reader, stop_writer = context.Pipe(duplex=False)
         cpu_policy = None
         if self.model.device.type != "cpu":
             cpu_policy = copy.deepcopy(self.model.policy).to("cpu")
+        link = Link()
         self.process = context.Process(
             target=_actor_main,
-            args=(
-                self.model,
-                cpu_policy,
-                *(actor_end, learner_end, stop_reader, stop_writer),
-                *(self.reset_env, self.env_indices, self.index),
-            ),
+            args=(self.model, cpu_policy, link, os.getpid(), self.reset_env, self.env_indices, self.index),
             name=f"sb3-apo-rollout-actor-{self.index}",
             daemon=True,
         )
-        self.process.start()
-        actor_end.close()  # so that the actor's death reads as EOF here
-        stop_reader.close()
-        self._connection, self._stop = learner_end, stop_writer
+        try:
+            self.process.start()
+        except BaseException:
+            link.close_all()
+            self.process = None
+            raise
+        self._end = link.learner_end(self.process.sentinel)
 
     def send_weights(
         self, policy_version: int, weights: dict[str, np.ndarray], reported_by_others: Sequence[Statistics] = ()
@@ -525,54 +574,60 @@ class ForkedRolloutActor(RolloutActor):
         :param reported_by_others: for an actor of a shard, the ``VecNormalize`` moments the
             other actors added since its last weights
         """
-        assert self._connection is not None, "start() the actor first"
+        assert self._end is not None, "start() the actor first"
         try:
-            self._connection.send((policy_version, weights, list(reported_by_others)))
-        except (BrokenPipeError, ConnectionResetError, EOFError) as error:
-            raise self._failure() from error
+            self._end.send(("collect", policy_version, weights, list(reported_by_others)))
+        except (PeerGone, PeerSilent) as error:
+            raise self._failure(error) from error
         self._pending += 1
 
     def receive_rollout(self) -> Rollout:
-        assert self._connection is not None and self._pending > 0, "no rollout was requested"
-        ready = wait([self._connection, self.process.sentinel])
-        message: Any = None
-        if self._connection in ready or self._connection.poll():
-            try:
-                message = self._connection.recv()
-            except (EOFError, ConnectionResetError, OSError):
-                message = None
-        if isinstance(message, Rollout):
-            self._pending -= 1
-            return message
-        if isinstance(message, RolloutActorError):
-            self.process.join(CLOSE_TIMEOUT)
-            raise RolloutActorError(f"The {self.name} crashed while collecting a rollout:\n{message}")
-        raise self._failure()
+        assert self._end is not None and self._pending > 0, "no rollout was requested"
+        try:
+            kind, content = self._end.receive()
+        except (PeerGone, PeerSilent) as error:
+            raise self._failure(error) from error
+        if kind == "error":
+            raise self._crash(content)
+        self._pending -= 1
+        return content
 
-    def _failure(self) -> RolloutActorError:
+    def _crash(self, actor_traceback: str) -> RolloutActorError:
         self.process.join(CLOSE_TIMEOUT)
+        return RolloutActorError(f"The {self.name} crashed while collecting a rollout:\n{actor_traceback}")
+
+    def _failure(self, error: PeerGone | PeerSilent) -> RolloutActorError:
+        """The error to raise when the link failed: the actor's own error where it sent one before it ended."""
+        if isinstance(error, PeerSilent):
+            self._silent = True
+            return RolloutActorError(f"The {self.name} stopped answering: {error}; training stopped.")
+        self.process.join(CLOSE_TIMEOUT)
+        for kind, content in self._end.leftovers():  # type: ignore[union-attr]
+            if kind == "error":
+                return self._crash(content)
         code = self.process.exitcode
         if code is not None and code < 0:
             how = f"was killed by signal {signal.Signals(-code).name}"
         elif code is not None:
             how = f"exited with code {code}"
         else:
-            how = "stopped answering"
+            how = "closed its end of the link"
         return RolloutActorError(f"The {self.name} {how}; training stopped.")
 
     def close(self) -> None:
         if self.process is None:
             return
-        # Each way out of the actor's loop ends promptly: closing the stop pipe ends a rollout
-        # in progress after its current step, and closing the other pipe ends a wait for
-        # weights (end of file) or a send that the learner will not read (broken pipe).
-        # Nothing here waits on a lock that the actor may hold: it may have been killed.
-        self._stop.close()  # type: ignore[union-attr]
-        self._connection.close()  # type: ignore[union-attr]
-        self._connection = self._stop = None
-        self.process.join(CLOSE_TIMEOUT)
+        # Closing the link ends each of the actor's waits promptly: its receiving thread reads the
+        # end of the pipe (which stops a rollout in progress after its current step, and a wait
+        # for weights), and a send that the learner will not read fails (broken pipe). Nothing
+        # here waits on a lock that the actor may hold: it may have been killed.
+        self._end.close()  # type: ignore[union-attr]
+        self._end = None
+        self.process.join(0 if self._silent else CLOSE_TIMEOUT)
         if self.process.is_alive():
             self.process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)  # a stopped process acts on SIGTERM once continued
             self.process.join(CLOSE_TIMEOUT)
         if self.process.is_alive():
             self.process.kill()
@@ -761,18 +816,24 @@ class AsyncLearner:
 
     def _evaluate_behaviour(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """The values, log-probabilities of the stored actions and distribution parameters of the actor's policy."""
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        values, log_prob, _ = self.policy.evaluate_actions(observations, actions)
+        values, log_prob, _ = self.policy.evaluate_actions(observations, self._as_trained_actions(actions))
         # evaluate_actions() leaves the distribution it built in policy.action_dist
         return values, log_prob, self.distribution_math.params(self.policy.action_dist)
 
     def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
         distribution = self.policy.get_distribution(observations)
-        return self.distribution_math.params(distribution), distribution.log_prob(actions)
+        return self.distribution_math.params(distribution), distribution.log_prob(self._as_trained_actions(actions))
+
+    def _as_trained_actions(self, actions: th.Tensor) -> th.Tensor:
+        """
+        Actions as stored in the buffer (in the action space's dtype, e.g. int8 for ``MultiBinary``) as
+        ``train()`` passes them to the distribution: float32, as SB3's buffer samples them, and indices
+        for ``Discrete``.
+        """
+        if isinstance(self.action_space, spaces.Discrete):
+            return actions.long().flatten()
+        return actions.float()
 
     def _close_rollout_actor(self) -> None:
         if self._rollout_actor is not None:
