@@ -19,7 +19,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, StepRecord, StepRecords, policy_weights, vtrace
+from sb3_apo.async_rollouts import ForkedRolloutActor, StepRecord, StepRecords, policy_weights, vtrace
 from sb3_apo.common.buffers import AnchoredRolloutBuffer, DistributionParamsMixin
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}

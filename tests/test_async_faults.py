@@ -19,7 +19,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, RolloutActorError, _StepRecorder
+from sb3_apo.async_rollouts import ForkedRolloutActor, RolloutActorError
+from sb3_apo.async_rollouts.actor import _StepRecorder
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_apo import APO
-from sb3_apo.common import transport
-from sb3_apo.common.async_rollouts import RolloutActorError
-from sb3_apo.common.transport import Link, PeerGone
+from sb3_apo.async_rollouts import RolloutActorError, transport
+from sb3_apo.async_rollouts.transport import Link, PeerGone
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """
-Throughput of the learner-actor transport (``sb3_apo/common/transport.py``) against a
+Throughput of the learner-actor transport (``sb3_apo/async_rollouts/transport.py``) against a
 ``multiprocessing`` pipe, for messages of the sizes asynchronous training sends.
 
 A forked process receives each message and sends it back; the time of one round trip,
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_apo.common.transport import Link
+from sb3_apo.async_rollouts.transport import Link
 
 
 def _echo_transport(link: Link) -> None:

@@ -1,21 +1,9 @@
 """
-Asynchronous rollouts: an actor process collects the next rollout while the learner trains.
-
-The learner talks to its actor through the small :class:`RolloutActor` interface
-(start, send weights, receive a rollout, close), so that actors of another kind
-(e.g. Ray actors on other machines) can be added without touching the algorithms.
-:class:`ForkedRolloutActor` is the local implementation: a process forked from the
-learner, which therefore inherits the training ``VecEnv`` as it is (a
-``SubprocVecEnv`` keeps its workers, ``VecNormalize`` its statistics, ``Monitor`` its
-files) and runs SB3's own ``collect_rollouts`` on a CPU copy of the policy, with one
-torch thread. Messages of any size cross pipes without a deadlock
-(:mod:`sb3_apo.common.transport`): no shared memory segment is created.
-
-Every weights message asks the actor for one rollout collected with those weights,
-and the learner keeps ``max_policy_lag + 1`` requests in flight: the rollout it
-trains on at update ``k`` was collected with the weights of update
-``k - max_policy_lag`` (or of update 0 at the start), so the policy lag is bounded
-by construction. ``docs/async.md`` gives the design and the maths.
+The local rollout actor: a process forked from the learner, which collects rollouts with
+the learner's own ``VecEnv`` and SB3's ``collect_rollouts`` on a CPU copy of the policy,
+one torch thread, and sends them back over a :class:`~sb3_apo.async_rollouts.transport.Link`.
+The process is a flat dispatch over the learner's commands (as SB3's ``SubprocVecEnv``
+worker), with its state in :class:`_Actor`.
 """
 
 from __future__ import annotations
@@ -31,7 +19,6 @@ import sys
 import threading
 import time
 import traceback
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,14 +26,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.utils import obs_as_tensor
-from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_apo.common.buffers import anchored_buffer_class
-from sb3_apo.common.env_shards import (
+from sb3_apo.async_rollouts.rollout import (
+    BUFFER_ARRAYS,
+    CLOSE_TIMEOUT,
+    Rollout,
+    RolloutActor,
+    RolloutActorError,
+    StepRecord,
+    StepRecords,
+)
+from sb3_apo.async_rollouts.shards import (
     Statistics,
     add_moments,
     check_shardable,
@@ -58,245 +50,17 @@ from sb3_apo.common.env_shards import (
     select_envs,
     vec_normalize_statistics,
 )
-from sb3_apo.common.transport import ActorEnd, Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
+from sb3_apo.async_rollouts.transport import ActorEnd, Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
+from sb3_apo.common.buffers import anchored_buffer_class
 
 if TYPE_CHECKING:
     from sb3_apo.common.on_policy import PPOFamilyAlgorithm
-
-#: The arrays of an SB3 rollout buffer (and of ours) that a rollout carries back.
-BUFFER_ARRAYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "returns",
-    "episode_starts",
-    "values",
-    "log_probs",
-    "advantages",
-    "distribution_params",
-)
-
-#: Seconds an actor gets to stop on its own before it is terminated.
-CLOSE_TIMEOUT = 10.0
 
 #: ``prctl``'s request for a signal when the parent dies (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 
 #: In an actor process, the objects it inherited but must never free (the learner's CUDA policy).
 _KEPT_IN_ACTOR: list[Any] = []
-
-
-class RolloutActorError(RuntimeError):
-    """A rollout actor crashed, was killed, or stopped answering; training cannot go on."""
-
-
-@dataclass
-class StepRecord:
-    """What SB3's ``collect_rollouts`` exposes to callbacks at one step, for replay in the learner."""
-
-    new_obs: Any
-    rewards: np.ndarray
-    dones: np.ndarray
-    infos: list[dict[str, Any]]
-
-
-def pack_infos(
-    infos: list[dict[str, Any]],
-) -> tuple[list[dict[str, Any]], dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]]:
-    """
-    Take the numpy scalars out of ``infos``, as one array per key and dtype with the positions
-    of the dicts they came from. Pickled one by one, the scalars (e.g. Hopper's ``x_position``,
-    an ``np.float64``) cost most of a rollout's transfer; as arrays, almost nothing.
-
-    :param infos: the info dicts of a rollout, flattened (left unchanged)
-    :return: copies of the dicts with ``None`` in the scalars' places (so that each keeps its
-        keys' order), and for each ``(key, dtype)`` the dicts' indices and the values; see
-        :func:`unpack_infos`
-    """
-    columns: dict[tuple[str, str], tuple[list[int], list[Any]]] = {}
-    packed = []
-    for index, info in enumerate(infos):
-        info = dict(info)
-        for key, value in info.items():
-            if isinstance(value, np.generic):
-                positions, values = columns.setdefault((key, value.dtype.str), ([], []))
-                positions.append(index)
-                values.append(value)
-                info[key] = None
-        packed.append(info)
-    return packed, {
-        (key, dtype): (np.array(positions, dtype=np.int64), np.array(values, dtype=dtype))
-        for (key, dtype), (positions, values) in columns.items()
-    }
-
-
-def unpack_infos(infos: list[dict[str, Any]], columns: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]) -> None:
-    """Put back, in place, the numpy scalars that :func:`pack_infos` took out (same dtypes, same bits)."""
-    for (key, _), (positions, values) in columns.items():
-        for position, value in zip(positions.tolist(), values):
-            infos[position][key] = value
-
-
-@dataclass
-class StepRecords:
-    """
-    The :class:`StepRecord` of every step of a rollout, stacked: ``new_obs``, ``rewards`` and
-    ``dones`` as ``(n_steps, n_envs, ...)`` arrays (one dict of them for a ``Dict`` space), which
-    cross a pipe far faster than a few hundred small arrays; ``infos`` per step, per env.
-    """
-
-    new_obs: Any
-    rewards: np.ndarray
-    dones: np.ndarray
-    infos: list[list[dict[str, Any]]]
-
-    @classmethod
-    def stack(cls, steps: Sequence[StepRecord]) -> StepRecords:
-        """Stack the records of consecutive steps."""
-        new_obs = [step.new_obs for step in steps]
-        return cls(
-            new_obs={key: np.stack([obs[key] for obs in new_obs]) for key in new_obs[0]}
-            if isinstance(new_obs[0], dict)
-            else np.stack(new_obs),
-            rewards=np.stack([step.rewards for step in steps]),
-            dones=np.stack([step.dones for step in steps]),
-            infos=[step.infos for step in steps],
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        flat, scalars = pack_infos([info for infos in self.infos for info in infos])
-        return {**vars(self), "infos": [len(infos) for infos in self.infos], "_flat": flat, "_scalars": scalars}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        flat, scalars, lengths = state.pop("_flat"), state.pop("_scalars"), state.pop("infos")
-        unpack_infos(flat, scalars)
-        starts = np.cumsum([0, *lengths]).tolist()
-        vars(self).update(state, infos=[flat[start:end] for start, end in zip(starts[:-1], starts[1:])])
-
-    def __len__(self) -> int:
-        return len(self.infos)
-
-    def __getitem__(self, step: int) -> StepRecord:
-        """The record of one step (views of the stacked arrays)."""
-        new_obs = (
-            {key: value[step] for key, value in self.new_obs.items()} if isinstance(self.new_obs, dict) else self.new_obs[step]
-        )
-        return StepRecord(new_obs, self.rewards[step], self.dones[step], self.infos[step])
-
-
-@dataclass
-class Rollout:
-    """
-    One complete rollout, as an actor sends it to the learner.
-
-    :param policy_version: the version of the weights that collected it (``pi_b``)
-    :param arrays: the filled rollout buffer's arrays (:data:`BUFFER_ARRAYS`), returns
-        and advantages included
-    :param steps: what the callbacks saw at each step
-    :param last_obs: the observation after the last step
-    :param last_episode_starts: the ``dones`` of the last step
-    :param last_values: the values of ``last_obs``, used for the returns
-    :param vec_normalize_stats: ``(obs_rms, ret_rms)`` of the actor's ``VecNormalize``, or ``None``;
-        from an actor of a shard of the envs, the moments it added in this rollout
-        (:func:`~sb3_apo.common.env_shards.moments_added`)
-    :param actor_idle_s: seconds the actor waited for weights before this rollout
-    :param collect_s: seconds the actor spent collecting it
-    """
-
-    policy_version: int
-    arrays: dict[str, Any]
-    steps: StepRecords
-    last_obs: Any
-    last_episode_starts: np.ndarray
-    last_values: np.ndarray
-    vec_normalize_stats: Statistics | None
-    actor_idle_s: float
-    collect_s: float
-
-
-class RolloutActor(ABC):
-    """
-    What the learner needs of an actor. Every :meth:`send_weights` call requests one
-    rollout collected with those weights; :meth:`receive_rollout` returns them in order.
-    """
-
-    #: A name for messages (e.g. ``"rollout actor 0 (pid 1234)"``).
-    name: str
-
-    @abstractmethod
-    def start(self) -> None:
-        """Start the actor (it waits for weights before it collects anything)."""
-
-    @abstractmethod
-    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
-        """
-        Request one rollout collected with these policy weights.
-
-        :param policy_version: the number of updates the weights have seen
-        :param weights: the policy's ``state_dict`` as numpy arrays
-        """
-
-    @abstractmethod
-    def receive_rollout(self) -> Rollout:
-        """The next requested rollout; raises :class:`RolloutActorError` if the actor failed."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Stop the actor and release everything it holds; safe to call more than once."""
-
-
-def vtrace(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    episode_starts: np.ndarray,
-    last_values: np.ndarray,
-    dones: np.ndarray,
-    ratios: np.ndarray,
-    gamma: float,
-    gae_lambda: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """
-    V-trace value targets (Espeholt et al. 2018, with ``rho_bar = c_bar = 1``) and the
-    matching advantages, for a rollout of ``pi_b`` evaluated for ``pi_prox``. With
-    ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)`` (0 past an episode's end) and
-    ``ratio_t = pi_prox(a_t|s_t) / pi_b(a_t|s_t)``::
-
-        vs_t       = min(1, ratio_t) * delta_t + gamma * lambda * min(1, ratio_t) * vs_{t+1}
-        returns_t  = V(s_t) + vs_t                         (the V-trace target)
-        advantage_t = delta_t + gamma * lambda * vs_{t+1}
-
-    The advantage carries no weight of its own step: the loss weights it by ``w``.
-    With every ratio 1 both are GAE's (SB3's ``compute_returns_and_advantage``).
-
-    :param rewards: ``(n_steps, n_envs)`` rewards (with SB3's timeout bootstraps)
-    :param values: ``(n_steps, n_envs)`` ``V(s_t)``
-    :param episode_starts: ``(n_steps, n_envs)`` whether ``s_t`` starts an episode
-    :param last_values: ``(n_envs,)`` values of the observations after the last step
-    :param dones: ``(n_envs,)`` whether the last step ended an episode
-    :param ratios: ``(n_steps, n_envs)`` ``pi_prox / pi_b`` of the executed actions
-    :param gamma: the discount
-    :param gae_lambda: lambda
-    :return: the advantages and the value targets, ``(n_steps, n_envs)`` each
-    """
-    clipped = np.minimum(ratios, 1.0)
-    advantages, returns = np.zeros_like(values), np.zeros_like(values)
-    next_vs = np.zeros_like(last_values)
-    for step in reversed(range(len(values))):
-        if step == len(values) - 1:
-            next_non_terminal, next_values = 1.0 - dones.astype(np.float32), last_values
-        else:
-            next_non_terminal, next_values = 1.0 - episode_starts[step + 1], values[step + 1]
-        delta = rewards[step] + gamma * next_values * next_non_terminal - values[step]
-        trace = gamma * gae_lambda * next_non_terminal * next_vs
-        advantages[step] = delta + trace
-        next_vs = clipped[step] * (delta + trace)
-        returns[step] = values[step] + next_vs
-    return advantages, returns
-
-
-def policy_weights(policy: th.nn.Module) -> dict[str, np.ndarray]:
-    """A policy's ``state_dict`` as numpy arrays (plain pickles: no shared memory)."""
-    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in policy.state_dict().items()}
 
 
 class _StepRecorder(BaseCallback):
@@ -365,6 +129,26 @@ def _exit_soon() -> None:
     """Called once the learner closed its end: leave if the main thread has not left by itself in time."""
     time.sleep(CLOSE_TIMEOUT)
     os._exit(1)
+
+
+def as_trained_actions(action_space: spaces.Space, actions: th.Tensor) -> th.Tensor:
+    """
+    Actions as stored in the buffer (in the action space's dtype, e.g. int8 for ``MultiBinary``) as
+    ``train()`` passes them to the distribution: float32, as SB3's buffer samples them, and indices
+    for ``Discrete``.
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return actions.long().flatten()
+    return actions.float()
+
+
+def evaluate_behaviour(
+    model: PPOFamilyAlgorithm, observations: Any, actions: th.Tensor
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """The values, log-probabilities of the stored actions and distribution parameters of the actor's policy."""
+    values, log_prob, _ = model.policy.evaluate_actions(observations, as_trained_actions(model.action_space, actions))
+    # evaluate_actions() leaves the distribution it built in policy.action_dist
+    return values, log_prob, model.distribution_math.params(model.policy.action_dist)
 
 
 class _Actor:
@@ -439,7 +223,7 @@ class _Actor:
             return None
         last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic
         if self.deferred:
-            buffer.fill_evaluations(model._evaluate_behaviour)
+            buffer.fill_evaluations(functools.partial(evaluate_behaviour, model))
             buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
         statistics = None if self.vec_normalize is None else vec_normalize_statistics(self.vec_normalize)
         if self.reported is not None:
@@ -473,7 +257,7 @@ def _actor_main(
     sent back as ``("rollout", Rollout)``; the end of the link ends the process. Any error goes
     back as ``("error", traceback)`` before the process exits with code 1. An actor of a shard of
     the envs (``indices``) also reports the ``VecNormalize`` moments it added, and adds those the
-    other actors reported, which come with the weights (:mod:`sb3_apo.common.env_shards`).
+    other actors reported, which come with the weights (:mod:`sb3_apo.async_rollouts.shards`).
     """
     end = link.actor_end()
     _die_with(learner_pid)
@@ -511,7 +295,7 @@ class ForkedRolloutActor(RolloutActor):
     """
     A local actor: a process forked from the learner, which collects rollouts with
     the learner's own ``VecEnv`` (that the learner does not step meanwhile). Messages
-    cross a :class:`~sb3_apo.common.transport.Link`, deadlock-free for any size.
+    cross a :class:`~sb3_apo.async_rollouts.transport.Link`, deadlock-free for any size.
 
     :param model: the algorithm; the forked process uses its env, ``n_steps`` and policy class
     :param reset_env: reset the env before the first rollout (when an earlier actor
@@ -642,7 +426,7 @@ class ActorGroup(RolloutActor):
     Several local actors, each stepping its own shard of the envs (``n_actors > 1``), seen by the
     learner as one: their rollouts come back joined along the env axis, as one actor over all
     the envs would have sent it, and their ``VecNormalize`` statistics merged
-    (:mod:`sb3_apo.common.env_shards`).
+    (:mod:`sb3_apo.async_rollouts.shards`).
 
     :param model: the algorithm; its env must be a ``DummyVecEnv``, optionally in ``VecNormalize``
     :param n_actors: the number of actors
@@ -714,128 +498,3 @@ class ActorGroup(RolloutActor):
         with contextlib.ExitStack() as closing:  # every actor is closed, even if closing one raises
             for actor in self.actors:
                 closing.callback(actor.close)
-
-
-class AsyncLearner:
-    """
-    The learner's side of asynchronous rollouts, mixed into
-    :class:`~sb3_apo.common.on_policy.PPOFamilyAlgorithm`: its ``collect_rollouts()``
-    calls :meth:`_receive_rollout` when ``async_rollouts`` is set, and ``learn()``
-    closes the actor when it returns.
-    """
-
-    def _receive_rollout(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer) -> bool:
-        """
-        The asynchronous ``collect_rollouts``: hand the actor the current weights (for a
-        later rollout), receive the rollout it collected meanwhile into ``rollout_buffer``,
-        and replay its steps to the callbacks as SB3's loop would have.
-        """
-        if self._rollout_actor is None:
-            if self.n_actors > 1:
-                self._rollout_actor = ActorGroup(self, self.n_actors, reset_env=self._rollout_env_stale)
-            else:
-                self._rollout_actor = ForkedRolloutActor(self, reset_env=self._rollout_env_stale)
-            self._rollout_env_stale = True
-            self._rollout_actor.start()
-            self._policy_version = 0
-            for _ in range(self.max_policy_lag):
-                self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
-        else:
-            self._policy_version += 1  # one train() per collect_rollouts() since the last call
-        self._rollout_actor.send_weights(self._policy_version, policy_weights(self.policy))
-        waited = time.perf_counter()
-        rollout = self._rollout_actor.receive_rollout()
-        learner_idle_s = time.perf_counter() - waited
-
-        vec_normalize = self.get_vec_normalize_env()
-        if vec_normalize is not None and rollout.vec_normalize_stats is not None:
-            # The actor's statistics, which normalised the rollout: what the callbacks sync and save
-            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
-        callback.on_rollout_start()
-        for n_steps in range(len(rollout.steps)):
-            step = rollout.steps[n_steps]
-            self.num_timesteps += env.num_envs
-            callback.update_locals({"n_steps": n_steps, "env": env, **vars(step)})
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(step.infos, step.dones)
-        self._fill_buffer(rollout_buffer, rollout)
-        self._last_obs, self._last_episode_starts = rollout.last_obs, rollout.last_episode_starts
-
-        policy_lag = self._policy_version - rollout.policy_version
-        assert 0 <= policy_lag <= self.max_policy_lag
-        truncated_fraction = 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
-        if policy_lag > 0 and self.correct_policy_lag:
-            behaviour_log_probs = rollout_buffer.log_probs.copy()
-            truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
-                self._evaluate_proximal, self.importance_weight_max
-            )
-            # The learner's values become the reference of value clipping, as pi_prox is the policy's:
-            # against the actor's, one update old, a value that moved by clip_range_vf in the last
-            # update could not move on in this one (docs/async.md, "Value targets").
-            rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], self.policy.predict_values)  # type: ignore[attr-defined]
-            if self.value_targets == "vtrace":
-                self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
-        self.logger.record("async/policy_lag", policy_lag)
-        self.logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
-        self.logger.record("async/is_truncated_fraction", truncated_fraction)
-        self.logger.record("async/learner_idle_s", learner_idle_s)
-        self.logger.record("async/actor_idle_s", rollout.actor_idle_s)
-        self.logger.record("async/actor_collect_s", rollout.collect_s)
-
-        callback.update_locals({"new_obs": rollout.last_obs, "dones": rollout.last_episode_starts})
-        callback.on_rollout_end()
-        return True
-
-    @staticmethod
-    def _fill_buffer(rollout_buffer: RolloutBuffer, rollout: Rollout) -> None:
-        rollout_buffer.reset()
-        for name in BUFFER_ARRAYS:
-            target, source = getattr(rollout_buffer, name), rollout.arrays[name]
-            if isinstance(target, dict):
-                for key in target:
-                    target[key][...] = source[key]
-            else:
-                target[...] = source
-        rollout_buffer.pos, rollout_buffer.full = rollout_buffer.buffer_size, True
-
-    def _store_vtrace_targets(self, rollout_buffer: RolloutBuffer, ratios: np.ndarray, rollout: Rollout) -> None:
-        """Replace the actor's returns and advantages by V-trace's, from the learner's values (already in the buffer)."""
-        with th.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(rollout.last_obs, self.device))  # type: ignore[arg-type]
-        rollout_buffer.advantages, rollout_buffer.returns = vtrace(
-            rollout_buffer.rewards,
-            rollout_buffer.values,
-            rollout_buffer.episode_starts,
-            last_values.cpu().numpy().flatten(),
-            rollout.last_episode_starts,
-            ratios,
-            self.gamma,
-            self.gae_lambda,
-        )
-
-    def _evaluate_behaviour(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        """The values, log-probabilities of the stored actions and distribution parameters of the actor's policy."""
-        values, log_prob, _ = self.policy.evaluate_actions(observations, self._as_trained_actions(actions))
-        # evaluate_actions() leaves the distribution it built in policy.action_dist
-        return values, log_prob, self.distribution_math.params(self.policy.action_dist)
-
-    def _evaluate_proximal(self, observations: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
-        distribution = self.policy.get_distribution(observations)
-        return self.distribution_math.params(distribution), distribution.log_prob(self._as_trained_actions(actions))
-
-    def _as_trained_actions(self, actions: th.Tensor) -> th.Tensor:
-        """
-        Actions as stored in the buffer (in the action space's dtype, e.g. int8 for ``MultiBinary``) as
-        ``train()`` passes them to the distribution: float32, as SB3's buffer samples them, and indices
-        for ``Discrete``.
-        """
-        if isinstance(self.action_space, spaces.Discrete):
-            return actions.long().flatten()
-        return actions.float()
-
-    def _close_rollout_actor(self) -> None:
-        if self._rollout_actor is not None:
-            actor, self._rollout_actor = self._rollout_actor, None
-            actor.close()
