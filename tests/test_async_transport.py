@@ -108,13 +108,14 @@ class ImageEnv(gym.Env):
         return self.observation_space.sample(), float(action), self.t >= 50, False, {}
 
 
-#: Weights and rollouts of several MB each, so that the weights sent to an actor and its rollout
-#: coming back exceed a pipe's capacity together.
+#: Weights of several MB, and rollouts of several hundred KB to several MB: with the first two, the
+#: weights sent to an actor and the rollout coming back each exceed what a pipe (or a socket pair) holds,
+#: which blocked both sides of a plain pipe forever.
 LARGE_RUNS = {
     "a 1024x1024 network": (
         "MlpPolicy",
-        lambda n_envs: make_vec_env("CartPole-v1", n_envs=n_envs),
-        {"n_steps": 256, "batch_size": 512, "policy_kwargs": {"net_arch": [1024, 1024]}},
+        lambda n_envs: make_vec_env("CartPole-v1", n_envs=8),
+        {"n_steps": 512, "batch_size": 1024, "policy_kwargs": {"net_arch": [1024, 1024]}},
     ),
     "CnnPolicy at 84x84": (
         "CnnPolicy",
