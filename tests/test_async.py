@@ -14,29 +14,15 @@ import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO, PPOPenalty, SupportAPO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, StepRecord, StepRecords, policy_weights, vtrace
+from sb3_apo.async_rollouts import ForkedRolloutActor, StepRecord, StepRecords, policy_weights, vtrace
 from sb3_apo.common.buffers import AnchoredRolloutBuffer, DistributionParamsMixin
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 2}
-
-
-def recorded_log_probs(model, buffer):
-    """``log pi_old(a|s)`` from the buffer's distribution parameters, computed step by step."""
-    math_ = model.distribution_math
-    log_probs = []
-    for step in range(buffer.buffer_size):
-        params = th.as_tensor(buffer.distribution_params[step])
-        actions = th.as_tensor(buffer.actions[step])
-        if isinstance(model.action_space, gym.spaces.Discrete):
-            # the parameters are the normalised logits, log pi(.|s)
-            log_probs.append(params.gather(1, actions.long()).flatten())
-        else:
-            log_probs.append(math_.normal(params).log_prob(actions).sum(dim=-1))
-    return th.stack(log_probs).numpy()
 
 
 def collect_one_rollout(model, callback=None):
@@ -44,38 +30,6 @@ def collect_one_rollout(model, callback=None):
     callback.on_training_start(locals(), globals())
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     return model.rollout_buffer
-
-
-@pytest.mark.parametrize(
-    ("env_id", "kwargs"),
-    [
-        ("Pendulum-v1", {}),
-        ("Pendulum-v1", {"use_sde": True, "sde_sample_freq": 4}),
-        ("CartPole-v1", {}),
-    ],
-)
-@pytest.mark.parametrize("normalize", [False, True])
-def test_the_stored_parameters_give_pi_old(env_id, kwargs, normalize):
-    env = make_vec_env(env_id, n_envs=2, seed=0)
-    if normalize:
-        env = VecNormalize(env)
-    model = APO("MlpPolicy", env, seed=0, **SMALL, **kwargs)
-    buffer = collect_one_rollout(model)
-    # The stored parameters are those of the distribution that drew the actions: they
-    # reproduce the stored log-probabilities, also under gSDE and VecNormalize, to float32
-    # rounding (the pass after the rollout multiplies whole chunks, the rollout one step's states).
-    np.testing.assert_allclose(recorded_log_probs(model, buffer), buffer.log_probs, rtol=1e-6, atol=1e-6)
-
-
-def test_a_callback_that_predicts_does_not_overwrite_pi_old():
-    class Predicts(BaseCallback):
-        def _on_step(self):
-            self.model.predict(np.zeros((2, 3), dtype=np.float32) + 5.0)
-            return True
-
-    model = APO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), seed=0, **SMALL)
-    buffer = collect_one_rollout(model, Predicts())
-    np.testing.assert_array_equal(recorded_log_probs(model, buffer), buffer.log_probs)
 
 
 def test_the_proximal_policy_replaces_the_behaviour_policy_with_truncated_weights():
@@ -273,6 +227,26 @@ def test_every_algorithm_trains_with_bounded_lag(cls, env_id, kwargs):
     if env_id == "CartPole-v1":  # episodes that end within 5 rollouts reach ep_info_buffer
         assert len(model.ep_info_buffer) > 0
     assert model._rollout_actor is None  # closed when learn() returns
+
+
+@pytest.mark.parametrize(
+    "make_env",
+    [
+        lambda: IdentityEnvBox(eps=0.5),
+        lambda: IdentityEnv(5),
+        lambda: IdentityEnvMultiDiscrete(3),
+        lambda: IdentityEnvMultiBinary(3),
+    ],
+    ids=["Box", "Discrete", "MultiDiscrete", "MultiBinary"],
+)
+def test_every_action_space_trains_with_a_lag(make_env):
+    # With lag the actor evaluates its stored actions (kept in the action space's dtype, int8 for
+    # MultiBinary) after the rollout, and the learner again for the lag correction.
+    model = APO("MlpPolicy", make_vec_env(make_env, n_envs=2), async_rollouts=True, max_policy_lag=1, seed=0, **SMALL)
+    recorder = RecordsLogs()
+    model.learn(4 * 2 * SMALL["n_steps"], callback=recorder)
+    assert recorder.values["async/policy_lag"] == [0, 1, 1, 1]
+    assert np.isfinite(model.rollout_buffer.log_probs).all() and np.isfinite(model.rollout_buffer.values).all()
 
 
 def test_without_lag_correction_the_lagged_rollout_is_trained_on_as_it_was_collected(monkeypatch):

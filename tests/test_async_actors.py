@@ -16,8 +16,8 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_apo import APO, SPO
-from sb3_apo.common.async_rollouts import RolloutActorError
-from sb3_apo.common.env_shards import add_moments, env_indices, moments_added
+from sb3_apo.async_rollouts import RolloutActorError
+from sb3_apo.async_rollouts.shards import add_moments, env_indices, moments_added
 
 SMALL = {"n_steps": 16, "batch_size": 32, "n_epochs": 1}
 

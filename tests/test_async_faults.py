@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import ForkedRolloutActor, RolloutActorError, _StepRecorder
+from sb3_apo.async_rollouts import ForkedRolloutActor, RolloutActorError
+from sb3_apo.async_rollouts.actor import _StepRecorder
 
 pytestmark = pytest.mark.slow
 
@@ -101,17 +103,125 @@ def shared_memory_unchanged():
 
 
 class FailingCartPole(gym.Wrapper):
-    """CartPole whose ``step`` raises after some steps."""
+    """CartPole whose ``step`` raises, or returns a NaN observation (``how="NaN"``), after some steps."""
 
-    def __init__(self, fail_after: int):
+    def __init__(self, fail_after: int, how: str = "raises"):
         super().__init__(gym.make("CartPole-v1"))
-        self.steps, self.fail_after = 0, fail_after
+        self.steps, self.fail_after, self.how = 0, fail_after, how
 
     def step(self, action):
         self.steps += 1
+        obs, *rest = super().step(action)
         if self.steps > self.fail_after:
-            raise RuntimeError("the simulator broke down")
-        return super().step(action)
+            if self.how == "raises":
+                raise RuntimeError("the simulator broke down")
+            obs = np.full_like(obs, np.nan)
+        return obs, *rest
+
+
+def breaks_in_a_subprocess():
+    """A SubprocVecEnv worker's env that raises in the second rollout: the worker dies, the actor reads EOF."""
+    return FailingCartPole(SMALL["n_steps"])
+
+
+class WaitsForTheLastActorToEnd(BaseCallback):
+    """After the first rollout, waits until the last actor has ended, so that its next weights meet a closed pipe."""
+
+    def _on_rollout_end(self):
+        if self.n_calls == SMALL["n_steps"]:
+            actor = self.model._rollout_actor
+            getattr(actor, "actors", [actor])[-1].process.join(60)
+
+    def _on_step(self):
+        return True
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("shared_memory_unchanged")
+@pytest.mark.parametrize(
+    ("how", "vec_env", "n_actors", "expected"),
+    [
+        ("raises", "DummyVecEnv", 1, "RuntimeError: the simulator broke down"),
+        ("raises", "DummyVecEnv", 2, "RuntimeError: the simulator broke down"),
+        ("NaN", "DummyVecEnv", 1, "NonFiniteObservationError"),
+        ("NaN", "DummyVecEnv", 2, "NonFiniteObservationError"),
+        ("raises", "SubprocVecEnv", 1, "EOFError"),
+    ],
+)
+def test_the_cause_of_an_actors_failure_reaches_the_learner(how, vec_env, n_actors, expected):
+    # The failing env is the last one, which the last actor steps; by the time the learner sends the
+    # next weights that actor has ended, so the send meets a closed pipe: its error must still come through.
+    if vec_env == "SubprocVecEnv":
+        env = SubprocVecEnv([lambda: gym.make("CartPole-v1"), breaks_in_a_subprocess])
+    else:
+        env = DummyVecEnv([lambda: gym.make("CartPole-v1"), lambda: FailingCartPole(SMALL["n_steps"], how)])
+    model = APO("MlpPolicy", env, async_rollouts=True, n_actors=n_actors, **SMALL)
+    with pytest.raises(RolloutActorError) as error:
+        model.learn(10_000, callback=WaitsForTheLastActorToEnd())
+    message = str(error.value)
+    assert f"rollout actor {n_actors - 1} (pid" in message and "crashed while collecting a rollout" in message
+    assert "Traceback (most recent call last)" in message and expected in message
+    assert model._rollout_actor is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.usefixtures("shared_memory_unchanged")
+@pytest.mark.parametrize("n_actors", [1, 2])
+def test_actors_die_with_their_learner_while_an_env_hangs(tmp_path, n_actors):
+    # The actors hang in env.step() from their second rollout: they never reach a point where they
+    # could notice that the learner is gone, yet must not outlive it.
+    script = tmp_path / "train.py"
+    script.write_text(HANGING_SCRIPT.format(n_actors=n_actors))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        actor_pids = [int(pid) for pid in process.stdout.readline().split()]
+        assert len(actor_pids) == n_actors and all(alive(pid) for pid in actor_pids)
+        process.terminate()  # SIGTERM: Python's default ends the learner at once, with no cleanup
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert wait_until(lambda: not any(alive(pid) for pid in actor_pids))
+    assert wait_until(lambda: not session_processes(process.pid)), session_processes(process.pid)
+
+
+#: Training whose actors hang in env.step() once the learner printed their pids (after the first rollout).
+HANGING_SCRIPT = textwrap.dedent(
+    """
+    import time
+
+    import gymnasium as gym
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_apo import APO
+
+
+    class HangsFromTheSecondRollout(gym.Wrapper):
+        def __init__(self):
+            super().__init__(gym.make("CartPole-v1"))
+            self.steps = 0
+
+        def step(self, action):
+            self.steps += 1
+            if self.steps > 32:
+                time.sleep(3600)
+            return super().step(action)
+
+
+    class AnnouncesTheActors(BaseCallback):
+        def _on_rollout_end(self):
+            print(*self.model._rollout_actor.pids, flush=True)
+
+        def _on_step(self):
+            return True
+
+
+    if __name__ == "__main__":
+        env = DummyVecEnv([HangsFromTheSecondRollout] * 2)
+        model = APO("MlpPolicy", env, n_steps=32, batch_size=64, n_epochs=1, async_rollouts=True, n_actors={n_actors})
+        model.learn(10**9, callback=AnnouncesTheActors())
+    """
+)
 
 
 class RecordsTheActor(BaseCallback):

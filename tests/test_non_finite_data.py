@@ -16,8 +16,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch.distributions import Distribution as TorchDistribution
 
 from sb3_apo import APO, SPO, SupportAPO
+from sb3_apo.async_rollouts import RolloutActorError
 from sb3_apo.common._torch_compat import without_distribution_validation
-from sb3_apo.common.async_rollouts import RolloutActorError
 from sb3_apo.common.on_policy import NonFiniteLossError, NonFiniteObservationError
 
 SMALL = {"n_steps": 32, "batch_size": 32, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}

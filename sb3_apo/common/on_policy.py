@@ -35,7 +35,6 @@ from torch.nn import functional as F
 
 from sb3_apo.common import diagnostics as update_diagnostics
 from sb3_apo.common._torch_compat import distribution_validation, without_distribution_validation
-from sb3_apo.common.async_rollouts import AsyncLearner, RolloutActor
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 from sb3_apo.common.checks import (
     Check,
@@ -49,7 +48,6 @@ from sb3_apo.common.checks import (
     subclass_of,
 )
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
-from sb3_apo.common.env_shards import check_shardable
 from sb3_apo.common.loading import CrossAlgorithmLoading
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -57,6 +55,17 @@ from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 ANCHOR_STREAM, DIAGNOSTICS_STREAM = 0xA4C0, 0xD1A6
 
 SelfPPOFamilyAlgorithm = TypeVar("SelfPPOFamilyAlgorithm", bound="PPOFamilyAlgorithm")
+
+
+def _async_rollouts() -> Any:
+    """
+    The asynchronous-rollouts subsystem (:mod:`sb3_apo.async_rollouts`), imported here and nowhere
+    else in this package's lower layers: the loop owns its :class:`AsyncLearner` as SB3's owns its
+    rollout buffer, and synchronous training never loads it.
+    """
+    import sb3_apo.async_rollouts
+
+    return sb3_apo.async_rollouts
 
 
 class NonFiniteLossError(ValueError):
@@ -196,7 +205,7 @@ def clipped_surrogate(ratio: th.Tensor, advantages: th.Tensor, clip_range: float
     return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
 
 
-class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm):
+class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
     """
     Base class of the PPO-family algorithms: SB3's ``PPO`` training loop with a
     pluggable policy objective, the old policy's distribution parameters in
@@ -384,9 +393,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         self.importance_weight_max = importance_weight_max
         self.value_targets = value_targets
         self.correct_policy_lag = correct_policy_lag
-        self._rollout_actor: RolloutActor | None = None
-        self._rollout_env_stale = False  # an actor moved the env on: the next one resets it
-        self._policy_version = 0  # updates since the actor started
+        self._async_learner: Any = None  # an AsyncLearner, made at the first asynchronous rollout
         self.diagnostics_freq = diagnostics_freq
         #: The diagnostics of the last update, ``None`` when it was not measured (see ``diagnostics_freq``).
         self.last_diagnostics: dict[str, float] | None = None
@@ -394,7 +401,8 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         if self.env is not None:
             self._check_action_space()
             self._check_batch_size(self.env)
-            check_shardable(self.env, n_actors)
+            if async_rollouts:
+                _async_rollouts().check_shardable(self.env, n_actors)
 
         if _init_setup_model:
             self._setup_model()
@@ -526,15 +534,18 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
             ):
                 generator.manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
+    @property
+    def _rollout_actor(self) -> Any:
+        """The ``RolloutActor`` of the current ``learn()`` call with ``async_rollouts``, else ``None``."""
+        return None if self._async_learner is None else self._async_learner.actor
+
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
             "distribution_math",
             "_anchor_generator",
             "_diagnostics_generator",
-            "_rollout_actor",
-            "_rollout_env_stale",
-            "_policy_version",
+            "_async_learner",
         ]
 
     def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
@@ -543,7 +554,9 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         with distribution_validation(False) as users_setting:
             callback = self._rollout_callback(callback, users_setting)
             if self.async_rollouts:
-                complete = self._receive_rollout(env, callback, rollout_buffer)
+                if self._async_learner is None:
+                    self._async_learner = _async_rollouts().AsyncLearner(self)
+                complete = self._async_learner.collect(env, callback, rollout_buffer)
             else:
                 complete = self._collect_rollouts_locally(env, callback, rollout_buffer, n_rollout_steps)
             if complete:
@@ -889,4 +902,5 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
                 progress_bar=progress_bar,
             )
         finally:
-            self._close_rollout_actor()  # also on errors and Ctrl-C: no process outlives learn()
+            if self._async_learner is not None:  # also on errors and Ctrl-C: no process outlives learn()
+                self._async_learner.close()

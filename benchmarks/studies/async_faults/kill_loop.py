@@ -22,7 +22,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import RolloutActorError
+from sb3_apo.async_rollouts import RolloutActorError
 
 th.set_num_threads(1)
 

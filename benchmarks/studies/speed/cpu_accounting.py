@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/, for
 from speed import build_model  # noqa: E402
 
 from sb3_apo import APO  # noqa: E402
-from sb3_apo.common.async_rollouts import _actions_only, _StepRecorder  # noqa: E402
+from sb3_apo.async_rollouts.actor import _actions_only, _StepRecorder  # noqa: E402
 from sb3_apo.common.buffers import anchored_buffer_class  # noqa: E402
 
 ROLLOUTS = 40

@@ -18,7 +18,8 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import StepRecords, _actions_only, _StepRecorder
+from sb3_apo.async_rollouts.actor import _actions_only, _StepRecorder
+from sb3_apo.async_rollouts.rollout import StepRecords
 from sb3_apo.common.buffers import anchored_buffer_class
 
 REPEATS = 20

@@ -34,7 +34,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.distributions import Distribution
 
 from sb3_apo import APO
-from sb3_apo.common.async_rollouts import _actions_only, _StepRecorder, _take_env_shard
+from sb3_apo.async_rollouts.actor import _actions_only, _StepRecorder, _take_env_shard
 from sb3_apo.common.buffers import anchored_buffer_class
 
 th.set_num_threads(1)
