@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 
@@ -131,22 +130,20 @@ def _exit_soon() -> None:
     os._exit(1)
 
 
-def as_trained_actions(action_space: spaces.Space, actions: th.Tensor) -> th.Tensor:
+def as_trained_actions(model: PPOFamilyAlgorithm, actions: th.Tensor) -> th.Tensor:
     """
     Actions as stored in the buffer (in the action space's dtype, e.g. int8 for ``MultiBinary``) as
-    ``train()`` passes them to the distribution: float32, as SB3's buffer samples them, and indices
-    for ``Discrete``.
+    ``train()`` passes them to the distribution: float32, as SB3's buffer samples them, then in the
+    distribution family's form (indices for ``Discrete``).
     """
-    if isinstance(action_space, spaces.Discrete):
-        return actions.long().flatten()
-    return actions.float()
+    return model.distribution_math.distribution_actions(actions.float())
 
 
 def evaluate_behaviour(
     model: PPOFamilyAlgorithm, observations: Any, actions: th.Tensor
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """The values, log-probabilities of the stored actions and distribution parameters of the actor's policy."""
-    values, log_prob, _ = model.policy.evaluate_actions(observations, as_trained_actions(model.action_space, actions))
+    values, log_prob, _ = model.policy.evaluate_actions(observations, as_trained_actions(model, actions))
     # evaluate_actions() leaves the distribution it built in policy.action_dist
     return values, log_prob, model.distribution_math.params(model.policy.action_dist)
 

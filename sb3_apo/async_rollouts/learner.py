@@ -177,7 +177,7 @@ class AsyncLearner:
         model = self.model
         distribution = model.policy.get_distribution(observations)
         return model.distribution_math.params(distribution), distribution.log_prob(
-            as_trained_actions(model.action_space, actions)
+            as_trained_actions(model, actions)
         )
 
     def close(self) -> None:
