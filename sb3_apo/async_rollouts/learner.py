@@ -176,9 +176,7 @@ class AsyncLearner:
         """``pi_prox``'s distribution parameters, and log-probabilities of the stored actions."""
         model = self.model
         distribution = model.policy.get_distribution(observations)
-        return model.distribution_math.params(distribution), distribution.log_prob(
-            as_trained_actions(model, actions)
-        )
+        return model.distribution_math.params(distribution), distribution.log_prob(as_trained_actions(model, actions))
 
     def close(self) -> None:
         """Close the actor of this ``learn()`` call, if any; the next call starts a new one."""
