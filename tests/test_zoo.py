@@ -401,12 +401,15 @@ def test_bad_input_gives_a_clear_message_and_a_nonzero_exit(tmp_path):
     """The issue's four cases, each in its own process: one message, a non-zero exit, no traceback."""
     malformed = tmp_path / "malformed.yml"
     malformed.write_text("CartPole-v1:\n  n_envs: 8\n bad: [\n")
+    # a -conf file without the env and without a `default` entry (the package's own files have one)
+    cartpole_only = tmp_path / "cartpole_only.yml"
+    cartpole_only.write_text("CartPole-v1:\n  policy: MlpPolicy\n")
     base = ["-f", str(tmp_path / "logs"), "--num-threads", "1"]
     apo = ["--algo", "apo", "--env", "CartPole-v1", *base]
     cases = {
         "unknown algo": (["--algo", "nope", "--env", "CartPole-v1", *base], "invalid choice: 'nope'"),
         "env missing from the YAML": (
-            ["--algo", "apo", "--env", "FrozenLake-v1", *base],
+            ["--algo", "apo", "--env", "FrozenLake-v1", "-conf", str(cartpole_only), *base],
             "No hyperparameters for FrozenLake-v1",
         ),
         "malformed YAML": ([*apo, "-conf", str(malformed)], f"Malformed hyperparameter file {malformed} (line 3, column 2)"),
