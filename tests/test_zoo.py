@@ -401,13 +401,15 @@ def test_bad_input_gives_a_clear_message_and_a_nonzero_exit(tmp_path):
     """The issue's four cases, each in its own process: one message, a non-zero exit, no traceback."""
     malformed = tmp_path / "malformed.yml"
     malformed.write_text("CartPole-v1:\n  n_envs: 8\n bad: [\n")
+    cartpole_only = tmp_path / "cartpole.yml"  # the project's files have a default entry: an own file may not
+    cartpole_only.write_text("CartPole-v1:\n  n_timesteps: 1000\n  policy: MlpPolicy\n")
     base = ["-f", str(tmp_path / "logs"), "--num-threads", "1"]
     apo = ["--algo", "apo", "--env", "CartPole-v1", *base]
     cases = {
         "unknown algo": (["--algo", "nope", "--env", "CartPole-v1", *base], "invalid choice: 'nope'"),
-        "env missing from the YAML": (
-            ["--algo", "apo", "--env", "FrozenLake-v1", *base],
-            "No hyperparameters for FrozenLake-v1",
+        "env missing from a -conf YAML without default": (
+            ["--algo", "apo", "--env", "Acrobot-v1", *base, "-conf", str(cartpole_only)],
+            f"No hyperparameters for Acrobot-v1 in {cartpole_only}",
         ),
         "malformed YAML": ([*apo, "-conf", str(malformed)], f"Malformed hyperparameter file {malformed} (line 3, column 2)"),
         "unreachable storage": (
