@@ -118,6 +118,24 @@ def test_an_untuned_env_takes_the_default_entry(algo, tmp_path, capsys):
     assert f"nobody has tuned {algo} on {UNTUNED_ENV}; using the 'default' entry of {own_file}" in read_["out"]
 
 
+@pytest.mark.parametrize("algo", [*OWN_PPO_FAMILY, "support_apo"])
+def test_the_default_entry_builds_the_algorithm_with_its_defaults(algo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    register_algorithms()
+    manager = ZooExperimentManager(argparse.Namespace(), algo, UNTUNED_ENV, str(tmp_path), eval_freq=-1, verbose=0)
+    model, _ = manager.setup_experiment()
+    try:
+        assert type(model) is ALGOS[algo]
+        reference = ALGOS[algo]("MlpPolicy", UNTUNED_ENV, device="cpu")
+        assert (model.n_steps, model.batch_size, model.n_epochs) == (
+            reference.n_steps,
+            reference.batch_size,
+            reference.n_epochs,
+        )
+    finally:
+        model.env.close()
+
+
 def test_a_given_file_is_used_as_it_is(tmp_path, capsys):
     config = tmp_path / "mine.yml"
     config.write_text(yaml.safe_dump({RL_ZOO3_TUNED_ENV: {"n_timesteps": 100, "policy": "MlpPolicy"}}))
