@@ -38,8 +38,8 @@ def extend_samples(name: str, base: type, **fields: Any) -> type:
     :param base: a ``NamedTuple`` type, e.g. SB3's ``RolloutBufferSamples``
     :param fields: the added fields and their types (classes or unions such as ``th.Tensor | None``)
     """
-    samples_class = NamedTuple(name, [*base.__annotations__.items(), *fields.items()])
-    return samples_class  # type: ignore[return-value]  # typeshed: NamedTuple() gives an instance; it gives a class
+    fields_in_order = [*base.__annotations__.items(), *fields.items()]
+    return NamedTuple(name, fields_in_order)  # type: ignore[return-value]  # typeshed: an instance; it is a class
 
 
 AnchoredRolloutBufferSamples = extend_samples(
