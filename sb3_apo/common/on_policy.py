@@ -577,6 +577,7 @@ class PPOFamilyAlgorithm(AsyncLearner, CrossAlgorithmLoading, OnPolicyAlgorithm)
         outside it, but the tensors among the loop's locals (``obs_tensor``, ``values``, ``log_probs``)
         are inference tensors: a callback clones them before autograd records them.
         """
+        assert self._last_obs is not None, "No previous observation was provided"  # as SB3's collect_rollouts()
         self._check_observations(self._last_obs)
         with th.inference_mode():
             return OnPolicyAlgorithm.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)
