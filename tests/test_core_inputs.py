@@ -177,6 +177,14 @@ def test_schedules_are_checked_at_every_update(algo, name):
     assert model._n_updates == 1  # the second update stopped before its first epoch
 
 
+@pytest.mark.parametrize("name", ["clip_range", "clip_range_vf"])
+def test_a_number_set_in_place_of_a_schedule_is_refused_by_name(name):
+    model = APO("MlpPolicy", "CartPole-v1", **SMALL)
+    setattr(model, name, 0.1)  # after _setup_model() wrapped the given values into schedules
+    with pytest.raises(HyperparameterError, match=f"`{name}` must be a schedule .*, got 0.1"):
+        model.learn(32)
+
+
 def test_linear_schedules_may_reach_zero():
     # rl-zoo3's "lin_" schedules are 0 at the last update: not an error
     model = SPO("MlpPolicy", "CartPole-v1", **SMALL, learning_rate=lambda p: 3e-4 * p, clip_range=lambda p: 0.2 * p)

@@ -144,6 +144,12 @@ class APO(PPOFamilyAlgorithm):
         "n_anchor_actions": in_range(1, integer=True),
         "anchor_mode": one_of(*ANCHOR_MODES),
     }
+    anchor_coef: float
+    adaptive_anchor_coef: bool
+    anchor_target: float
+    anchor_estimator: str
+    n_anchor_actions: int
+    anchor_mode: str
 
     def __init__(
         self,
@@ -257,6 +263,7 @@ class APO(PPOFamilyAlgorithm):
             )
 
     def policy_loss(self, batch: Minibatch) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        assert batch.clip_range is not None  # needs_clip_range: the constructor and load() require one
         surrogate = clipped_surrogate(batch.ratio, batch.advantages, batch.clip_range)
         if self.anchor_mode == "parity":
             anchor_loss = parity_anchors(batch.math, batch, self.n_anchor_actions).chi2_penalty()

@@ -127,6 +127,7 @@ class DiagnosticsCSVCallback(BaseCallback):
         self._write_progress()
         if self._math is not None:
             # pi_old of an algorithm whose buffer does not keep it: the policy has not changed since the rollout.
+            assert isinstance(self.model, OnPolicyAlgorithm)  # as _math is set only for one
             buffer = self.model.rollout_buffer
 
             def flat(array: np.ndarray) -> np.ndarray:
@@ -190,7 +191,7 @@ class DiagnosticsCSVCallback(BaseCallback):
         if isinstance(self.model, PPOFamilyAlgorithm):
             values = self.model.last_diagnostics  # what the loop measured (None: not this update)
         elif self._pi_old is not None and self._math is not None:
-            assert self._generator is not None
+            assert self._generator is not None and isinstance(self.model, OnPolicyAlgorithm)  # as _pi_old is set for one
             anchors = self.n_anchor_actions or int(getattr(self.model, "diagnostic_anchor_actions", 2))
             values = measure_update(
                 self.model.policy, self._math, **self._pi_old, n_anchor_actions=anchors, generator=self._generator

@@ -44,7 +44,17 @@ BASE_VARIANT = "base"
 #: Dotted path of the diagnostics callback given to the launcher.
 CALLBACK_PATH = "sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback"
 #: Launcher options the runner sets itself; passing them (or an abbreviation of them) as extra arguments is an error.
-RESERVED_OPTIONS = ("--algo", "--env", "--seed", "-f", "--log-folder", "-params", "--hyperparams", "-n", "--n-timesteps")
+RESERVED_OPTIONS: tuple[str, ...] = (
+    "--algo",
+    "--env",
+    "--seed",
+    "-f",
+    "--log-folder",
+    "-params",
+    "--hyperparams",
+    "-n",
+    "--n-timesteps",
+)
 RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose")
 LOCK_FILE = ".runner.lock"
 RUNNER_COMMANDS_FILE = "runner_commands.txt"
@@ -287,7 +297,7 @@ def _load_zoo_config(path: Path) -> dict[str, Any]:
         pass
 
     def ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
-        (pairs,) = loader.construct_sequence(node, deep=True)  # type: ignore[arg-type]
+        (pairs,) = loader.construct_sequence(node, deep=True)
         return {str(key): value for key, value in pairs}
 
     def unknown(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> str:

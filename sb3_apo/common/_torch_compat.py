@@ -20,11 +20,12 @@ with torch 2.13 (``.ci/constraints.txt``); ``tests/test_hardening_api.py`` check
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from torch.distributions import Distribution
 
-Method = TypeVar("Method", bound=Callable[..., Any])
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
 
 
 @contextlib.contextmanager
@@ -44,7 +45,7 @@ def distribution_validation(enabled: bool) -> Iterator[bool]:
         Distribution.set_default_validate_args(previous)
 
 
-def without_distribution_validation(method: Method) -> Method:
+def without_distribution_validation(method: Callable[_Params, _Result]) -> Callable[_Params, _Result]:
     """
     Run ``method`` with torch's distribution argument validation off (:func:`distribution_validation`).
 
@@ -53,8 +54,8 @@ def without_distribution_validation(method: Method) -> Method:
     """
 
     @functools.wraps(method)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
         with distribution_validation(False):
             return method(*args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+    return wrapped

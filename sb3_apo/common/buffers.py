@@ -17,7 +17,7 @@ learner's policy ``pi_prox`` and keeps the truncated importance weights
 """
 
 from collections.abc import Callable, Generator, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch as th
@@ -29,16 +29,17 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_apo.common.distributions import distribution_math
 
 
-def extend_samples(name: str, base: type, **fields: type) -> type:
+def extend_samples(name: str, base: type, **fields: Any) -> type:
     """
     A ``NamedTuple`` type with the fields of ``base`` followed by ``fields``, so that
     a buffer subclass can add per-sample arrays to SB3's sample types.
 
     :param name: the name of the new type
     :param base: a ``NamedTuple`` type, e.g. SB3's ``RolloutBufferSamples``
-    :param fields: the added fields and their types
+    :param fields: the added fields and their types (classes or unions such as ``th.Tensor | None``)
     """
-    return NamedTuple(name, [*base.__annotations__.items(), *fields.items()])  # type: ignore[misc]
+    fields_in_order = [*base.__annotations__.items(), *fields.items()]
+    return NamedTuple(name, fields_in_order)  # type: ignore[return-value]  # typeshed: an instance; it is a class
 
 
 AnchoredRolloutBufferSamples = extend_samples(
@@ -55,11 +56,18 @@ AnchoredDictRolloutBufferSamples = extend_samples(
 )
 
 
+if TYPE_CHECKING:
+    # The mixins below are combined with SB3's buffers, whose attributes and methods they use
+    _RolloutBufferBase = RolloutBuffer
+else:
+    _RolloutBufferBase = object
+
+
 #: Number of observations per forward pass when filling distribution parameters.
 PARAMS_CHUNK_SIZE = 4096
 
 
-class DistributionParamsMixin:
+class DistributionParamsMixin(_RolloutBufferBase):
     """
     Adds the arrays ``distribution_params`` of shape ``(n_steps, n_envs, param_dim)``
     and ``importance_weights`` of shape ``(n_steps, n_envs)`` to an SB3 rollout
@@ -74,10 +82,10 @@ class DistributionParamsMixin:
     _samples_class: type
 
     def reset(self) -> None:
-        super().reset()  # type: ignore[misc]
-        param_dim = distribution_math(self.action_space).param_dim  # type: ignore[attr-defined]
-        self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)  # type: ignore[attr-defined]
-        self.importance_weights = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)  # type: ignore[attr-defined]
+        super().reset()
+        param_dim = distribution_math(self.action_space).param_dim
+        self.distribution_params = np.zeros((self.buffer_size, self.n_envs, param_dim), dtype=np.float32)
+        self.importance_weights = np.ones((self.buffer_size, self.n_envs), dtype=np.float32)
         #: Whether some importance weight differs from 1 (set by ``get()``); if not, the samples carry ``None``.
         self.weighted = False
 
@@ -100,8 +108,8 @@ class DistributionParamsMixin:
             values, the ``(batch,)`` log-probabilities of the actions and the ``(batch, param_dim)``
             distribution parameters of the policy that collected the rollout
         """
-        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
-        values, log_probs = self.values.reshape(n_samples), self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
+        n_samples = self.buffer_size * self.n_envs
+        values, log_probs = self.values.reshape(n_samples), self.log_probs.reshape(n_samples)
         params = self.distribution_params.reshape(n_samples, -1)
         for chunk, (chunk_values, chunk_log_probs, chunk_params) in self._evaluate_in_chunks(evaluate):
             values[chunk] = chunk_values.cpu().numpy().flatten()
@@ -123,9 +131,9 @@ class DistributionParamsMixin:
         :param importance_weight_max: ``c``, the truncation of the importance weights
         :return: the fraction of samples whose weight was truncated (``pi_prox / pi_b > c``)
         """
-        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        n_samples = self.buffer_size * self.n_envs
         params = self.distribution_params.reshape(n_samples, -1)
-        log_probs = self.log_probs.reshape(n_samples)  # type: ignore[attr-defined]
+        log_probs = self.log_probs.reshape(n_samples)
         weights = self.importance_weights.reshape(n_samples)
         n_truncated = 0
         for chunk, (prox_params, prox_log_prob) in self._evaluate_in_chunks(evaluate):
@@ -139,17 +147,17 @@ class DistributionParamsMixin:
 
     def _evaluate_in_chunks(self, evaluate: Callable[[Any, th.Tensor], Any]) -> Iterator[tuple[slice, Any]]:
         """``evaluate(observations, actions)`` over the stored samples, chunk by chunk, without gradient."""
-        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
-        actions = self.actions.reshape(n_samples, -1)  # type: ignore[attr-defined]
+        n_samples = self.buffer_size * self.n_envs
+        actions = self.actions.reshape(n_samples, -1)
         for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
             chunk = slice(start, start + PARAMS_CHUNK_SIZE)
             with th.no_grad():
-                outputs = evaluate(self._observations_chunk(chunk), self.to_torch(actions[chunk]))  # type: ignore[attr-defined]
+                outputs = evaluate(self._observations_chunk(chunk), self.to_torch(actions[chunk]))
             yield chunk, outputs
 
     def _fill_from_observations(self, array: np.ndarray, params_fn: Callable[[Any], th.Tensor]) -> None:
         """Write ``params_fn(observations)`` into ``array`` (``(n_steps, n_envs, dim)``), chunk by chunk."""
-        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        n_samples = self.buffer_size * self.n_envs
         flat = array.reshape(n_samples, -1)  # a view, step-major like the buffer
         with th.no_grad():
             for start in range(0, n_samples, PARAMS_CHUNK_SIZE):
@@ -158,18 +166,18 @@ class DistributionParamsMixin:
 
     def _observations_chunk(self, chunk: slice) -> Any:
         def take(array: np.ndarray) -> th.Tensor:
-            return self.to_torch(array.reshape(-1, *array.shape[2:])[chunk])  # type: ignore[attr-defined]
+            return self.to_torch(array.reshape(-1, *array.shape[2:])[chunk])
 
-        if isinstance(self.observations, dict):  # type: ignore[attr-defined]
-            return {key: take(array) for key, array in self.observations.items()}  # type: ignore[attr-defined]
-        return take(self.observations)  # type: ignore[attr-defined]
+        if isinstance(self.observations, dict):
+            return {key: take(array) for key, array in self.observations.items()}
+        return take(self.observations)
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
-        if not self.generator_ready:  # type: ignore[attr-defined]
-            self.distribution_params = self.swap_and_flatten(self.distribution_params)  # type: ignore[attr-defined]
-            self.importance_weights = self.swap_and_flatten(self.importance_weights)  # type: ignore[attr-defined]
+        if not self.generator_ready:
+            self.distribution_params = self.swap_and_flatten(self.distribution_params)
+            self.importance_weights = self.swap_and_flatten(self.importance_weights)
             self.weighted = not np.all(self.importance_weights == 1.0)
-        yield from super().get(batch_size)  # type: ignore[misc]
+        yield from super().get(batch_size)
 
     def get_in_order(self, batch_size: int) -> Generator[Any, None, None]:
         """
@@ -177,14 +185,14 @@ class DistributionParamsMixin:
         ``get()`` it draws no random permutation, so measuring the whole rollout
         leaves numpy's random stream untouched. Call it after ``get()``.
         """
-        n_samples = self.buffer_size * self.n_envs  # type: ignore[attr-defined]
+        n_samples = self.buffer_size * self.n_envs
         for start in range(0, n_samples, batch_size):
             yield self._get_samples(np.arange(start, min(start + batch_size, n_samples)))
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
-        samples = super()._get_samples(batch_inds, env)  # type: ignore[misc]
+        samples = super()._get_samples(batch_inds, env)
         weights = self.fresh_tensor(self.importance_weights[batch_inds].flatten()) if self.weighted else None
-        return self._samples_class(*samples, self.fresh_tensor(self.distribution_params[batch_inds]), weights)  # type: ignore[attr-defined]
+        return self._samples_class(*samples, self.fresh_tensor(self.distribution_params[batch_inds]), weights)
 
     def fresh_tensor(self, array: np.ndarray) -> th.Tensor:
         """
@@ -192,7 +200,7 @@ class DistributionParamsMixin:
         indexing): on the CPU it shares the array's memory instead of copying it as SB3's
         ``to_torch`` does, a copy that costs about as much as the indexing itself at minibatch sizes.
         """
-        return th.from_numpy(array).to(self.device)  # type: ignore[attr-defined]
+        return th.from_numpy(array).to(self.device)
 
 
 class AnchoredRolloutBuffer(DistributionParamsMixin, RolloutBuffer):

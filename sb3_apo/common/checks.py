@@ -13,7 +13,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,14 @@ class HyperparameterError(ValueError, AssertionError):
     """
 
 
+_Value = TypeVar("_Value")
+
+
+def python_float(value: _Value) -> _Value | float:
+    """``value`` as a Python ``float`` if it is a real number of any type (``np.float32(3e-4)``), else unchanged."""
+    return float(value) if isinstance(value, numbers.Real) else value
+
+
 def _is_number(value: Any) -> bool:
     """Whether ``value`` is a real number (Python's or numpy's), booleans excluded."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
@@ -34,6 +42,7 @@ def _is_number(value: Any) -> bool:
 def check_range(
     name: str,
     value: Any,
+    /,
     low: float = -math.inf,
     high: float = math.inf,
     *,
@@ -101,7 +110,7 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise HyperparameterError(f"`{name}` must be one of {', '.join(repr(choice) for choice in choices)}, got {value!r}.")
 
 
-def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_remaining: float) -> float:
+def check_schedule_value(name: str, schedule: Callable[[float], Any] | float, progress_remaining: float) -> float:
     """
     Evaluate a schedule and raise :class:`HyperparameterError` unless it gives a finite number >= 0.
 
@@ -109,10 +118,15 @@ def check_schedule_value(name: str, schedule: Callable[[float], Any], progress_r
     the check covers both. 0 is accepted: linear schedules reach it at the end of training.
 
     :param name: the public name of the scheduled parameter, quoted in the error
-    :param schedule: the schedule, a function of the remaining progress (from 1 to 0)
+    :param schedule: the schedule, a function of the remaining progress (from 1 to 0); a number
+        (set in place of a schedule after the model was set up) is refused
     :param progress_remaining: where to evaluate it
     :return: the schedule's value, as a ``float``
     """
+    if not callable(schedule):
+        raise HyperparameterError(
+            f"`{name}` must be a schedule (a function of the remaining progress) once the model is set up, got {schedule!r}."
+        )
     try:
         value = schedule(progress_remaining)
     except (TypeError, ValueError) as error:  # e.g. SB3's FloatSchedule calling float() on a string

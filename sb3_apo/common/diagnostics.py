@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_apo.common.distributions import DistributionMath
 
@@ -108,7 +108,7 @@ def _chunks(
 
 @th.no_grad()
 def distribution_params(
-    policy: BasePolicy, math: DistributionMath, observations: np.ndarray | dict[str, np.ndarray]
+    policy: ActorCriticPolicy, math: DistributionMath, observations: np.ndarray | dict[str, np.ndarray]
 ) -> np.ndarray:
     """
     The parameters of the policy's distribution on flat observations, without gradient, in chunks
@@ -127,7 +127,7 @@ def distribution_params(
 
 @th.no_grad()
 def measure_update(
-    policy: BasePolicy,
+    policy: ActorCriticPolicy,
     math: DistributionMath,
     observations: np.ndarray | dict[str, np.ndarray],
     actions: np.ndarray,

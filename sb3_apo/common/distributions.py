@@ -30,7 +30,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from torch.autograd.function import once_differentiable
-from torch.distributions import Normal
+from torch.distributions import Bernoulli, Categorical, Normal
 
 #: Log-ratios of anchor actions are clamped to ``[-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT]``
 #: before ``exp``: ``exp(20)**2`` is about ``2e17``, far from float32's overflow,
@@ -78,6 +78,12 @@ class AnchorSet:
 def clamp_log_ratio(log_ratio: th.Tensor) -> th.Tensor:
     """Clamp log-ratios to ``[-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT]`` before they are exponentiated."""
     return log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+
+
+def logits_of(torch_distribution: object) -> th.Tensor:
+    """The logits of the torch ``Categorical`` or ``Bernoulli`` that SB3's discrete distributions build."""
+    assert isinstance(torch_distribution, (Categorical, Bernoulli)), f"got {type(torch_distribution).__name__}"
+    return torch_distribution.logits
 
 
 class DistributionMath(ABC):
@@ -181,8 +187,15 @@ class DiagGaussianMath(DistributionMath):
         loc, scale = params.chunk(2, dim=-1)
         return Normal(loc, scale)
 
-    def params(self, distribution: Distribution) -> th.Tensor:
+    @staticmethod
+    def torch_normal(distribution: Distribution) -> Normal:
+        """The torch ``Normal`` of an SB3 Gaussian distribution (diagonal, or gSDE's)."""
         normal = distribution.distribution
+        assert isinstance(normal, Normal), f"a Gaussian distribution was expected, got {type(distribution).__name__}"
+        return normal
+
+    def params(self, distribution: Distribution) -> th.Tensor:
+        normal = self.torch_normal(distribution)
         return th.cat([normal.loc, normal.scale], dim=-1)
 
     # Closed forms on the parameters: no torch.distributions objects (and their argument
@@ -196,8 +209,9 @@ class DiagGaussianMath(DistributionMath):
         return self._kl(*p_params.chunk(2, dim=-1), *q_params.chunk(2, dim=-1))
 
     def kl_to(self, p_params: th.Tensor, distribution: Distribution) -> th.Tensor:
-        normal = distribution.distribution
-        return self._kl(*p_params.chunk(2, dim=-1), normal.loc, normal.scale)
+        normal = self.torch_normal(distribution)
+        p_loc, p_scale = p_params.chunk(2, dim=-1)
+        return self._kl(p_loc, p_scale, normal.loc, normal.scale)
 
     @staticmethod
     def _draw_noise(old_loc: th.Tensor, n_anchor_actions: int, generator: th.Generator | None) -> th.Tensor:
@@ -222,7 +236,7 @@ class DiagGaussianMath(DistributionMath):
     def anchor_penalty(self, old_params, distribution, actions, n_anchor_actions, generator) -> th.Tensor:
         if old_params.requires_grad:  # the fused form differentiates through pi only
             return super().anchor_penalty(old_params, distribution, actions, n_anchor_actions, generator)
-        normal = distribution.distribution
+        normal = self.torch_normal(distribution)
         noise = self._draw_noise(normal.loc, n_anchor_actions, generator)  # the draws of anchors()
         return _SampledGaussianAnchorPenalty.apply(normal.loc, normal.scale, old_params, noise)
 
@@ -320,8 +334,8 @@ class CategoricalMath(DistributionMath):
     def params(self, distribution: Distribution) -> th.Tensor:
         torch_distribution = distribution.distribution
         if isinstance(torch_distribution, list):  # MultiCategoricalDistribution
-            return th.cat([categorical.logits for categorical in torch_distribution], dim=1)
-        return torch_distribution.logits
+            return th.cat([logits_of(categorical) for categorical in torch_distribution], dim=1)
+        return logits_of(torch_distribution)
 
     def log_probs(self, params: th.Tensor) -> th.Tensor:
         """Log-probabilities of every action of every sub-space, ``(batch, sum(nvec))``."""
@@ -359,10 +373,10 @@ class BernoulliMath(DistributionMath):
     """
 
     def params(self, distribution: Distribution) -> th.Tensor:
-        return distribution.distribution.logits
+        return logits_of(distribution.distribution)
 
     @staticmethod
-    def log_prob_of(bits: th.Tensor, logits: th.Tensor) -> th.Tensor:
+    def log_prob_of(bits: th.Tensor | float, logits: th.Tensor) -> th.Tensor:
         """``log p(bit)`` per bit, ``(batch, n)``."""
         return bits * th.nn.functional.logsigmoid(logits) + (1.0 - bits) * th.nn.functional.logsigmoid(-logits)
 

@@ -18,7 +18,7 @@ import os
 import pathlib
 import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -28,7 +28,13 @@ from stable_baselines3.common.type_aliases import GymEnv
 from sb3_apo.common.buffers import DistributionParamsMixin
 from sb3_apo.common.checks import Check, HyperparameterError
 
-SelfLoadable = TypeVar("SelfLoadable", bound=BaseAlgorithm)
+SelfLoadable = TypeVar("SelfLoadable", bound="CrossAlgorithmLoading")
+
+if TYPE_CHECKING:
+    # Mixed into SB3's algorithms, whose loading it extends
+    _AlgorithmBase = BaseAlgorithm
+else:
+    _AlgorithmBase = object
 
 #: The archive's attribute that holds its tag.
 TAG_ATTRIBUTE = "_algorithm_tag"
@@ -124,7 +130,7 @@ def saving_algorithm(data: Mapping[str, Any]) -> tuple[str | None, frozenset[str
     return next((known for key, known in UNTAGGED_ARCHIVES.items() if key in data), UNTAGGED_OTHERS)
 
 
-class CrossAlgorithmLoading:
+class CrossAlgorithmLoading(_AlgorithmBase):
     """
     SB3's loading, for the archives of every algorithm of the family: mixed into the
     family's base class, before SB3's ``OnPolicyAlgorithm``.
@@ -157,7 +163,7 @@ class CrossAlgorithmLoading:
         return arguments
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfLoadable],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
@@ -226,14 +232,14 @@ class CrossAlgorithmLoading:
         overrides[TAG_ATTRIBUTE] = loader.algorithm_tag()  # the model is this class's, whoever saved the archive
         token = _loading_archive.set(True)
         try:
-            model = super().load(  # type: ignore[misc]
+            model = super().load(
                 path, env, device, custom_objects, print_system_info, force_reset, **{**overrides, **arguments}
             )
         finally:
             _loading_archive.reset(token)
         for name in rejected - overrides.keys():
             vars(model).pop(name, None)
-        return model  # type: ignore[no-any-return]
+        return model
 
     @classmethod
     def _check_loaded_values(
@@ -282,7 +288,7 @@ class CrossAlgorithmLoading:
         if exact_match and missing and _loading_archive.get():
             params = {**params, **{name: recursive_getattr(self, name).state_dict() for name in missing}}
             self._state_dicts_not_in_archive(missing)
-        super().set_parameters(params, exact_match, device)  # type: ignore[misc]
+        super().set_parameters(params, exact_match, device)
 
     def _has_object(self, name: str) -> bool:
         try:

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import math
 import multiprocessing as mp
-import numbers
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from sb3_apo.common.checks import (
     check_schedule_value,
     in_range,
     one_of,
+    python_float,
     renamed_keyword,
     subclass_of,
 )
@@ -310,7 +310,8 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
     #: Keywords renamed since, still accepted with a ``DeprecationWarning`` (former name: name).
     renamed_keywords: ClassVar[dict[str, str]] = {}
 
-    rollout_buffer: RolloutBuffer
+    #: A buffer that keeps ``pi_old``'s distribution parameters (``rollout_buffer_class`` is checked to make one).
+    rollout_buffer: DistributionParamsMixin
     policy: ActorCriticPolicy
 
     def __init__(
@@ -353,9 +354,8 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         # Every shared hyperparameter, by its name, before the environment is built
         self.check_hyperparameters({name: value for name, value in locals().items() if name in self.shared_hyperparameters})
         # SB3's FloatSchedule takes Python numbers and callables only: np.float32(3e-4) becomes 3e-4
-        learning_rate, clip_range, clip_range_vf = (
-            float(value) if isinstance(value, numbers.Real) else value for value in (learning_rate, clip_range, clip_range_vf)
-        )
+        learning_rate = python_float(learning_rate)
+        clip_range, clip_range_vf = python_float(clip_range), python_float(clip_range_vf)
 
         super().__init__(
             policy,
@@ -548,7 +548,10 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
             "_async_learner",
         ]
 
-    def collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps) -> bool:  # type: ignore[no-untyped-def]
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        assert isinstance(rollout_buffer, DistributionParamsMixin), "the buffer of a PPO-family algorithm keeps pi_old"
         # Without torch's distribution argument checks but in the callbacks: every observation is
         # checked instead (sb3_apo/common/_torch_compat.py)
         with distribution_validation(False) as users_setting:
@@ -574,7 +577,8 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         :param callback: the rollout's callback
         :param validate_args: the setting of torch's distribution argument validation in the callback's calls
         """
-        return _RolloutCallback(callback, self._check_observations, validate_args)  # type: ignore[return-value]
+        proxy = _RolloutCallback(callback, self._check_observations, validate_args)
+        return proxy  # type: ignore[return-value]  # a proxy forwarding to a BaseCallback, not a subclass
 
     def _run_sb3_rollout(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -586,12 +590,13 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         outside it, but the tensors among the loop's locals (``obs_tensor``, ``values``, ``log_probs``)
         are inference tensors: a callback clones them before autograd records them.
         """
-        self._check_observations(self._last_obs)  # type: ignore[arg-type]
+        assert self._last_obs is not None, "No previous observation was provided"  # as SB3's collect_rollouts()
+        self._check_observations(self._last_obs)
         with th.inference_mode():
             return OnPolicyAlgorithm.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)
 
     def _collect_rollouts_locally(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: DistributionParamsMixin, n_rollout_steps: int
     ) -> bool:
         """
         SB3's ``collect_rollouts``, then the parameters of the behaviour policy, which drew the
@@ -602,12 +607,12 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         """
         complete = self._run_sb3_rollout(env, callback, rollout_buffer, n_rollout_steps)
         if complete:
-            rollout_buffer.fill_distribution_params(  # type: ignore[attr-defined]
+            rollout_buffer.fill_distribution_params(
                 lambda observations: self.distribution_math.params(self.policy.get_distribution(observations))
             )
         return complete
 
-    def _after_rollout(self, rollout_buffer: RolloutBuffer) -> None:
+    def _after_rollout(self, rollout_buffer: DistributionParamsMixin) -> None:
         """
         Fill what the buffer keeps besides SB3's arrays and ``pi_old``'s distribution
         parameters, after a complete rollout and before the update; subclasses that
@@ -784,9 +789,9 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         return update_diagnostics.measure_update(
             self.policy,
             self.distribution_math,
-            buffer.observations,  # type: ignore[arg-type]
+            buffer.observations,
             buffer.actions,
-            buffer.distribution_params,  # type: ignore[attr-defined]
+            buffer.distribution_params,
             buffer.log_probs,
             self.diagnostic_anchor_actions,
             self._diagnostics_generator,
@@ -864,7 +869,7 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         # clip range there; a schedule is held at its end value instead.
         self._current_progress_remaining = max(0.0, 1.0 - float(num_timesteps) / float(total_timesteps))
 
-    def _schedule_value(self, name: str, schedule: Schedule | None) -> float | None:
+    def _schedule_value(self, name: str, schedule: Schedule | float | None) -> float | None:
         """The value of a scheduled hyperparameter now, checked (see :func:`~sb3_apo.common.checks.check_schedule_value`)."""
         return None if schedule is None else check_schedule_value(name, schedule, self._current_progress_remaining)
 

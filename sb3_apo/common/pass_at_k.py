@@ -180,7 +180,8 @@ def _sample_actions(policy: BasePolicy, math: CategoricalMath, obs: np.ndarray, 
     """Sample one action per observation: ``(batch,)`` for Discrete, ``(batch, n_sub)`` for MultiDiscrete."""
     with th.no_grad():
         obs_tensor, _ = policy.obs_to_tensor(obs)
-        params = math.params(policy.get_distribution(obs_tensor))  # type: ignore[attr-defined]
+        distribution = policy.get_distribution(obs_tensor)  # type: ignore[operator]  # an actor-critic's; BasePolicy lacks it
+        params = math.params(distribution)
         columns = [
             th.multinomial(th.softmax(logits, dim=1), 1, generator=generator) for logits in th.split(params, math.nvec, dim=1)
         ]

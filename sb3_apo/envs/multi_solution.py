@@ -16,7 +16,7 @@ uniformly (or takes ``options={"problem": index}``).
 """
 
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -116,7 +116,10 @@ class MultiSolutionEnv(gym.Env[np.ndarray, np.int64]):
         ``m`` cells: the current number, the target, the step)
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    observation_space: spaces.Box
+    action_space: spaces.Discrete
 
     def __init__(
         self,
@@ -231,7 +234,7 @@ class MultiSolutionEnv(gym.Env[np.ndarray, np.int64]):
             info["is_success"] = bool(rewards[0] > 0)
         return obs[0], float(rewards[0]), bool(done[0]), False, info
 
-    def render(self) -> str | np.ndarray | None:  # type: ignore[override]
+    def render(self) -> str | np.ndarray | None:
         problem, value, step = (int(x) for x in self._state[0])
         start, target = (int(x) for x in self.problems[problem])
         if self.render_mode == "ansi":

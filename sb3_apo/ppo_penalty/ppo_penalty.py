@@ -93,6 +93,11 @@ class PPOPenalty(PPOFamilyAlgorithm):
         "kl_tolerance": in_range(1, low_open=True),
         "kl_adapt_factor": in_range(1, low_open=True),
     }
+    kl_coef: float
+    kl_target: float
+    adaptive_kl: bool
+    kl_tolerance: float
+    kl_adapt_factor: float
     needs_clip_range: ClassVar[bool] = False
     renamed_keywords: ClassVar[dict[str, str]] = {"n_anchor_actions": "diagnostic_anchor_actions"}
 

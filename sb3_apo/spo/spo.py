@@ -152,6 +152,7 @@ class SPO(PPOFamilyAlgorithm):
 
     def policy_loss(self, batch: Minibatch) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         ratio, advantages, eps = batch.ratio, batch.advantages, batch.clip_range
+        assert eps is not None  # needs_clip_range: the constructor and load() require one
         if eps == 0:
             # A schedule that reached 0 (e.g. the last update of "lin_0.2"): the optimum is r = 1,
             # so the policy does not move; |A| / (2 * 0) would turn the loss into NaN.

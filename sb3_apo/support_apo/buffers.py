@@ -58,13 +58,13 @@ class ReferenceParamsMixin(DistributionParamsMixin):
         self._fill_from_observations(self.reference_params, params_fn)
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
-        if not self.generator_ready:  # type: ignore[attr-defined]
-            self.reference_params = self.swap_and_flatten(self.reference_params)  # type: ignore[attr-defined]
+        if not self.generator_ready:
+            self.reference_params = self.swap_and_flatten(self.reference_params)
         yield from super().get(batch_size)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
         samples = super()._get_samples(batch_inds, env)
-        return self._reference_samples_class(*samples, self.fresh_tensor(self.reference_params[batch_inds]))  # type: ignore[attr-defined]
+        return self._reference_samples_class(*samples, self.fresh_tensor(self.reference_params[batch_inds]))
 
 
 class ReferenceRolloutBuffer(ReferenceParamsMixin, AnchoredRolloutBuffer):

@@ -19,6 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from sb3_apo.common.buffers import DistributionParamsMixin
 from sb3_apo.common.checks import Check, HyperparameterError, check_bool, in_range, one_of, subclass_of
 from sb3_apo.common.distributions import CategoricalMath
 from sb3_apo.common.loading import read_archive
@@ -449,9 +450,10 @@ class SupportAPO(PPOFamilyAlgorithm):
         state_dicts, torch_variables = super()._get_torch_save_params()
         return [*state_dicts, "reference_policy"], torch_variables
 
-    def _after_rollout(self, rollout_buffer: RolloutBuffer) -> None:
+    def _after_rollout(self, rollout_buffer: DistributionParamsMixin) -> None:
         super()._after_rollout(rollout_buffer)
-        rollout_buffer.store_reference_params(  # type: ignore[attr-defined]
+        assert isinstance(rollout_buffer, ReferenceParamsMixin), "SupportAPO's buffer keeps the reference's parameters"
+        rollout_buffer.store_reference_params(
             lambda observations: self.distribution_math.params(self.reference_policy.get_distribution(observations))
         )
 

@@ -238,11 +238,11 @@ def run_rl_zoo3_train(manager_class: type["ExperimentManager"]) -> None:
     import rl_zoo3.train
 
     saved_manager = rl_zoo3.train.ExperimentManager
-    rl_zoo3.train.ExperimentManager = manager_class  # type: ignore[misc]
+    rl_zoo3.train.ExperimentManager = manager_class  # type: ignore[misc]  # a class replaced: train() reads it
     try:
         rl_zoo3.train.train()
     finally:
-        rl_zoo3.train.ExperimentManager = saved_manager  # type: ignore[misc]
+        rl_zoo3.train.ExperimentManager = saved_manager  # type: ignore[misc]  # the class restored
 
 
 def default_hyperparameters(manager: "ExperimentManager") -> dict[str, Any]:
@@ -288,11 +288,11 @@ def record_video_with_our_launcher(before_recording: Callable[[], None] | None =
             args = [sys.executable, "-m", "sb3_apo.record_video", *args[3:]]
         return original_call(args, *popen_args, **popen_kwargs)
 
-    subprocess.call = call  # type: ignore[assignment]
+    subprocess.call = call  # type: ignore[assignment]  # the wrapper forwards all of call()'s arguments
     try:
         yield
     finally:
-        subprocess.call = original_call  # type: ignore[assignment]
+        subprocess.call = original_call
 
 
 def _generate_metadata(model_name: str, env_id: str, mean_reward: float, std_reward: float) -> dict[str, Any]:
@@ -324,14 +324,14 @@ def hub_commands_compat() -> Iterator[None]:
 
     added_metadata = not hasattr(hub_sb3, "generate_metadata")
     if added_metadata:
-        hub_sb3.generate_metadata = _generate_metadata  # type: ignore[attr-defined]
+        hub_sb3.generate_metadata = _generate_metadata  # type: ignore[attr-defined]  # added for the block
     huggingface_sb3.load_from_hub = load_from_hub
     try:
         yield
     finally:
         huggingface_sb3.load_from_hub = original_load
         if added_metadata:
-            del hub_sb3.generate_metadata  # type: ignore[attr-defined]
+            del hub_sb3.generate_metadata
 
 
 @contextlib.contextmanager
@@ -351,8 +351,8 @@ def card_written_before_upload(write_card: Callable[[Path], None]) -> Iterator[N
         write_card(Path(folder_path))
         return original_upload(self, *args, folder_path=folder_path, **kwargs)
 
-    HfApi.upload_folder = upload_folder  # type: ignore[method-assign]
+    HfApi.upload_folder = upload_folder  # type: ignore[method-assign]  # patched for the block
     try:
         yield
     finally:
-        HfApi.upload_folder = original_upload  # type: ignore[method-assign]
+        HfApi.upload_folder = original_upload  # type: ignore[method-assign]  # restored

@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, redirect_stderr
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -254,7 +254,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, and keys may override merged ones
                 continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -490,7 +490,13 @@ def _write_our_model_card(argv: Sequence[str]) -> Callable[[Path], None]:
     return write_card
 
 
-def _hub_command(module: str, name: str) -> Callable[[Sequence[str] | None], int]:
+class _Command(Protocol):
+    """A console script's function: its arguments (``None``: ``sys.argv[1:]``) to its exit status."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
+
+
+def _hub_command(module: str, name: str) -> _Command:
     """
     A launcher for one of rl-zoo3's Hugging Face Hub commands, which fails at once with a
     clear message when the Hub cannot be reached, and runs rl-zoo3's command with the

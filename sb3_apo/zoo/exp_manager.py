@@ -205,7 +205,9 @@ class ZooExperimentManager(ExperimentManager):
         trial_id: int | None = None,
         **manager_kwargs: Any,
     ):
-        super().__init__(args, algo, env_id, log_folder, *manager_args, config=config, trial_id=trial_id, **manager_kwargs)
+        super().__init__(  # type: ignore[misc]  # rl-zoo3 passes config and trial_id by keyword, never in manager_args
+            args, algo, env_id, log_folder, *manager_args, config=config, trial_id=trial_id, **manager_kwargs
+        )
         #: Where the hyperparameters come from when no ``-conf`` is given (``None``: the given file, or rl-zoo3's).
         self.hyperparams_source: HyperparamsSource | None = None
         if config is None:

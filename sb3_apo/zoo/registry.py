@@ -10,10 +10,9 @@ rl-zoo3. Adding an algorithm to the zoo is one row of that table (plus its
 sampler and a ``hyperparams/<name>.yml`` file).
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -34,10 +33,17 @@ from sb3_apo.zoo.hyperparams_opt import (
 if TYPE_CHECKING:
     import optuna
 
-#: rl-zoo3's sampler signature: ``(trial, n_actions, n_envs, additional_args) -> keyword arguments``.
-Sampler = Callable[["optuna.Trial", int, int, dict], dict[str, Any]]
-#: rl-zoo3's converter signature: ``trial.params -> keyword arguments``.
-Converter = Callable[[dict[str, Any]], dict[str, Any]]
+
+class Sampler(Protocol):
+    """rl-zoo3's sampler signature, with its parameter names: ``(trial, n_actions, n_envs, additional_args) -> kwargs``."""
+
+    def __call__(self, trial: "optuna.Trial", n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]: ...
+
+
+class Converter(Protocol):
+    """rl-zoo3's converter signature, with its parameter name: ``trial.params -> keyword arguments``."""
+
+    def __call__(self, sampled_params: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
