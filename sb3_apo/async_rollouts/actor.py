@@ -50,7 +50,7 @@ from sb3_apo.async_rollouts.shards import (
     vec_normalize_statistics,
 )
 from sb3_apo.async_rollouts.transport import ActorEnd, Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
-from sb3_apo.common.buffers import anchored_buffer_class
+from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 
 if TYPE_CHECKING:
     from sb3_apo.common.on_policy import PPOFamilyAlgorithm
@@ -103,6 +103,7 @@ def _take_env_shard(model: PPOFamilyAlgorithm, indices: list[int], index: int) -
     """In an actor process, keep the envs ``indices`` only, and draw actions from a stream of its own."""
     model.env = env_shard(model.env, indices)  # type: ignore[arg-type]
     model.n_envs = model.env.num_envs
+    assert model._last_obs is not None and model._last_episode_starts is not None, "set by SB3's _setup_learn()"
     model._last_obs = select_envs(model._last_obs, indices)
     model._last_episode_starts = model._last_episode_starts[indices]
     # Every actor inherits the learner's random state: without a seed of its own, the shards would
@@ -220,7 +221,9 @@ class _Actor:
             return None
         last_values = recorder.locals["values"]  # SB3's values of the last observation, from the critic
         if self.deferred:
+            assert isinstance(buffer, DistributionParamsMixin)  # anchored_buffer_class() makes one
             buffer.fill_evaluations(functools.partial(evaluate_behaviour, model))
+            assert model._last_episode_starts is not None, "set by SB3's _setup_learn()"
             buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
         statistics = None if self.vec_normalize is None else vec_normalize_statistics(self.vec_normalize)
         if self.reported is not None:
@@ -273,7 +276,8 @@ def _actor_main(
                 return  # the learner closed the link
             command, *arguments = message
             if command == "collect":
-                rollout = actor.collect(*arguments, actor_idle_s=time.perf_counter() - waited)
+                policy_version, weights, reported_by_others = arguments
+                rollout = actor.collect(policy_version, weights, reported_by_others, actor_idle_s=time.perf_counter() - waited)
                 if rollout is None:
                     return
                 end.send(("rollout", rollout))

@@ -118,7 +118,8 @@ class AsyncLearner:
         """The actor's ``VecNormalize`` statistics, which normalised the rollout: what the callbacks sync and save."""
         vec_normalize = self.model.get_vec_normalize_env()
         if vec_normalize is not None and rollout.vec_normalize_stats is not None:
-            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats
+            # SB3 declares obs_rms by its Dict-observation branch; a Box env's is one RunningMeanStd
+            vec_normalize.obs_rms, vec_normalize.ret_rms = rollout.vec_normalize_stats  # type: ignore[assignment]
 
     def _replay(self, rollout: Rollout, env: VecEnv, callback: BaseCallback) -> bool:
         """Replay the rollout's steps to the callbacks, as SB3's loop calls them; ``False`` if one stopped training."""
@@ -160,7 +161,7 @@ class AsyncLearner:
         """Replace the actor's returns and advantages by V-trace's, from the learner's values (already in the buffer)."""
         model = self.model
         with th.no_grad():
-            last_values = model.policy.predict_values(obs_as_tensor(rollout.last_obs, model.device))  # type: ignore[arg-type]
+            last_values = model.policy.predict_values(obs_as_tensor(rollout.last_obs, model.device))
         rollout_buffer.advantages, rollout_buffer.returns = vtrace(
             rollout_buffer.rewards,
             rollout_buffer.values,
