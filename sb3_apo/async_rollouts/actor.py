@@ -96,11 +96,13 @@ def _actions_only(
     """
     actions = policy.get_distribution(obs).get_actions(deterministic=deterministic)
     zeros = th.zeros(len(actions), device=actions.device)
+    # mypy: space.shape is Optional; every action space the loop supports has one
     return actions.reshape((-1, *policy.action_space.shape)), zeros[:, None], zeros  # type: ignore[misc]
 
 
 def _take_env_shard(model: PPOFamilyAlgorithm, indices: list[int], index: int) -> None:
     """In an actor process, keep the envs ``indices`` only, and draw actions from a stream of its own."""
+    # mypy: model.env is Optional; an actor always holds its built VecEnv
     model.env = env_shard(model.env, indices)  # type: ignore[arg-type]
     model.n_envs = model.env.num_envs
     assert model._last_obs is not None and model._last_episode_starts is not None, "set by SB3's _setup_learn()"
@@ -168,6 +170,7 @@ class _Actor:
             # Never touch the learner's CUDA tensors in a forked process, not even to free
             # them: its policy stays referenced until the process exits (with os._exit).
             _KEPT_IN_ACTOR.append(model.policy)
+            # mypy: model.policy is typed by the algorithm's policy class; this is a CPU copy of that class
             model.policy = cpu_policy  # type: ignore[assignment]
             model.device = th.device("cpu")
         if indices is not None:
@@ -181,6 +184,7 @@ class _Actor:
         if indices is not None and self.vec_normalize is not None:
             self.reported = copy_statistics(vec_normalize_statistics(self.vec_normalize))
         if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
+            # mypy: VecEnv.reset() is typed more widely than SB3's _last_obs, which stores its return
             model._last_obs = env.reset()  # type: ignore[assignment]
             model._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
         # With lag, the critic and the log-probabilities are left out of each step's forward pass
@@ -188,6 +192,7 @@ class _Actor:
         # SB3's loop unchanged, so that its rollouts are bit-for-bit the synchronous ones.
         self.deferred = model.max_policy_lag > 0
         if self.deferred:
+            # the deferred actor only draws actions: forward is replaced on this process's own copy
             model.policy.forward = functools.partial(_actions_only, model.policy)  # type: ignore[method-assign]
         self.buffer = anchored_buffer_class(model.observation_space)(
             model.n_steps,
@@ -206,6 +211,7 @@ class _Actor:
         model, buffer = self.model, self.buffer
         if self.reported is not None:
             for added in reported_by_others:
+                # mypy: vec_normalize is not None whenever self.reported is (both come from VecNormalize)
                 add_moments(vec_normalize_statistics(self.vec_normalize), added)  # type: ignore[arg-type]
                 add_moments(self.reported, added)
         model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
@@ -214,8 +220,10 @@ class _Actor:
         checked = model._rollout_callback(recorder, validate_args=False)
         started = time.perf_counter()
         if self.deferred:
+            # mypy: model.env is Optional; an actor always holds its built VecEnv
             complete = model._run_sb3_rollout(model.env, checked, buffer, model.n_steps)  # type: ignore[arg-type]
         else:
+            # mypy: model.env is Optional; an actor always holds its built VecEnv
             complete = model._collect_rollouts_locally(model.env, checked, buffer, model.n_steps)  # type: ignore[arg-type]
         if not complete:
             return None
@@ -227,6 +235,7 @@ class _Actor:
             buffer.compute_returns_and_advantage(last_values=last_values, dones=model._last_episode_starts)
         statistics = None if self.vec_normalize is None else vec_normalize_statistics(self.vec_normalize)
         if self.reported is not None:
+            # mypy: statistics is not None whenever self.reported is (both come from VecNormalize)
             current = copy_statistics(statistics)  # type: ignore[arg-type]
             statistics, self.reported = moments_added(current, self.reported), current
         return Rollout(
@@ -234,6 +243,7 @@ class _Actor:
             arrays={name: getattr(buffer, name) for name in BUFFER_ARRAYS},
             steps=StepRecords.stack(recorder.steps),
             last_obs=model._last_obs,
+            # mypy: Optional until SB3's _setup_learn(), which runs before any rollout
             last_episode_starts=model._last_episode_starts,  # type: ignore[arg-type]
             last_values=last_values.cpu().numpy(),
             vec_normalize_stats=statistics,
@@ -318,6 +328,7 @@ class ForkedRolloutActor(RolloutActor):
     exitcode: int | None = field(default=None, init=False)
 
     @property
+    # RolloutActor declares name as an attribute; this actor computes it
     def name(self) -> str:  # type: ignore[override]
         pid = None if self.process is None else self.process.pid
         return f"rollout actor {self.index} (pid {pid})"
@@ -387,6 +398,7 @@ class ForkedRolloutActor(RolloutActor):
             self._silent = True
             return RolloutActorError(f"The {self.name} stopped answering: {error}; training stopped.")
         self.process.join(CLOSE_TIMEOUT)
+        # mypy: _end is None only after close(), after which nothing reads it
         for kind, content in self._end.leftovers():  # type: ignore[union-attr]
             if kind == "error":
                 return self._crash(content)
@@ -406,6 +418,7 @@ class ForkedRolloutActor(RolloutActor):
         # end of the pipe (which stops a rollout in progress after its current step, and a wait
         # for weights), and a send that the learner will not read fails (broken pipe). Nothing
         # here waits on a lock that the actor may hold: it may have been killed.
+        # mypy: _end is None only after close(), after which nothing reads it
         self._end.close()  # type: ignore[union-attr]
         self._end = None
         self.process.join(0 if self._silent else CLOSE_TIMEOUT)
@@ -448,6 +461,7 @@ class ActorGroup(RolloutActor):
         self._reports_for: list[list[Statistics]] = [[] for _ in self.actors]
 
     @property
+    # RolloutActor declares name as an attribute; this group computes it
     def name(self) -> str:  # type: ignore[override]
         return ", ".join(actor.name for actor in self.actors)
 
@@ -474,9 +488,11 @@ class ActorGroup(RolloutActor):
         assert len({part.policy_version for part in parts}) == 1
         if self._statistics is not None:
             for index, part in enumerate(parts):
+                # mypy: a shard reports statistics whenever the group has VecNormalize (_statistics set)
                 add_moments(self._statistics, part.vec_normalize_stats)  # type: ignore[arg-type]
                 for other, reports in enumerate(self._reports_for):
                     if other != index:
+                        # mypy: a shard reports statistics whenever the group has VecNormalize (_statistics set)
                         reports.append(part.vec_normalize_stats)  # type: ignore[arg-type]
         return Rollout(
             policy_version=parts[0].policy_version,

@@ -80,6 +80,7 @@ class AsyncLearner:
         policy_lag, truncated_fraction = self._correct_lag(rollout_buffer, rollout)
         logger = self.model.logger
         logger.record("async/policy_lag", policy_lag)
+        # mypy: importance_weights is a field of the anchored buffer (DistributionParamsMixin)
         logger.record("async/is_weight_mean", float(rollout_buffer.importance_weights.mean()))  # type: ignore[attr-defined]
         logger.record("async/is_truncated_fraction", truncated_fraction)
         logger.record("async/learner_idle_s", learner_idle_s)
@@ -146,12 +147,14 @@ class AsyncLearner:
         if policy_lag == 0 or not model.correct_policy_lag:
             return policy_lag, 0.0  # with no lag pi_prox is pi_b, and w = 1 exactly
         behaviour_log_probs = rollout_buffer.log_probs.copy()
+        # mypy: store_proximal_policy is a method of the anchored buffer (DistributionParamsMixin)
         truncated_fraction = rollout_buffer.store_proximal_policy(  # type: ignore[attr-defined]
             self._evaluate_proximal, model.importance_weight_max
         )
         # The learner's values become the reference of value clipping, as pi_prox is the policy's:
         # against the actor's, one update old, a value that moved by clip_range_vf in the last
         # update could not move on in this one (docs/async.md, "Value targets").
+        # mypy: _fill_from_observations is a method of the anchored buffer (DistributionParamsMixin)
         rollout_buffer._fill_from_observations(rollout_buffer.values[..., None], model.policy.predict_values)  # type: ignore[attr-defined]
         if model.value_targets == "vtrace":
             self._store_vtrace_targets(rollout_buffer, np.exp(rollout_buffer.log_probs - behaviour_log_probs), rollout)
