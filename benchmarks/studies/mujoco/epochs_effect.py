@@ -1,0 +1,27 @@
+"""
+P(PPO-clip at 50 epochs > PPO-clip at 10 epochs) per environment, from the committed report's
+``runs.csv``, with the report's own statistics (exact stratified bootstrap for up to 5 runs a side).
+
+Run from the repository root::
+
+    python benchmarks/studies/mujoco/epochs_effect.py > results/mujoco/report/epochs_effect.txt
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
+from benchmarks.report import bootstrap_interval, probability_of_improvement  # noqa: E402
+
+runs = pd.read_csv("results/mujoco/report/runs.csv")
+ppo = runs[runs.algo == "ppo"]
+for env, group in ppo.groupby("env"):
+    fifty = group[group.variant == "epochs50"].score.to_numpy()
+    ten = group[group.variant == "base"].score.to_numpy()
+    if len(fifty) and len(ten):
+        point, low, high, method = bootstrap_interval([fifty, ten], probability_of_improvement, reps=50_000)
+        print(
+            f"{env}: P(50 epochs > 10 epochs) = {point:.2f} [{low:.2f}, {high:.2f}] ({len(fifty)} vs {len(ten)} seeds, {method})"
+        )
