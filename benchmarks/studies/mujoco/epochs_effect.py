@@ -22,6 +22,5 @@ for env, group in ppo.groupby("env"):
     ten = group[group.variant == "base"].score.to_numpy()
     if len(fifty) and len(ten):
         point, low, high, method = bootstrap_interval([fifty, ten], probability_of_improvement, reps=50_000)
-        print(
-            f"{env}: P(50 epochs > 10 epochs) = {point:.2f} [{low:.2f}, {high:.2f}] ({len(fifty)} vs {len(ten)} seeds, {method})"
-        )
+        seeds = f"{len(fifty)} vs {len(ten)} seeds, {method}"
+        print(f"{env}: P(50 epochs > 10 epochs) = {point:.2f} [{low:.2f}, {high:.2f}] ({seeds})")
