@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from sb3_apo.apo import APO
+from sb3_apo.common.env_recipe import EnvRecipe, VecEnvRecipe
 from sb3_apo.ppo_penalty import PPOPenalty
 from sb3_apo.spo import SPO
 from sb3_apo.support_apo import SupportAPO
@@ -12,4 +13,4 @@ try:
 except PackageNotFoundError:  # running from a checkout that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["APO", "SPO", "PPOPenalty", "SupportAPO", "__version__"]
+__all__ = ["APO", "SPO", "EnvRecipe", "PPOPenalty", "SupportAPO", "VecEnvRecipe", "__version__"]

@@ -11,6 +11,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from sb3_apo.apo.parity import parity_anchors
 from sb3_apo.common.adaptive import adapt_penalty_coef
 from sb3_apo.common.checks import Check, HyperparameterError, check_bool, check_range, in_range, one_of
+from sb3_apo.common.env_recipe import EnvRecipe
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 
 #: ``anchor_coef="auto"`` keeps the adapted coefficient within these bounds (our choice): below
@@ -108,7 +109,8 @@ class APO(PPOFamilyAlgorithm):
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
     :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
         contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
-        rollouts are joined into one (see ``docs/async.md``)
+        rollouts are joined into one (see ``docs/async.md``). An env given by its id is made with one env
+        per actor
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
@@ -117,7 +119,14 @@ class APO(PPOFamilyAlgorithm):
         the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
         rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
         weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
-        :param anchor_coef: Coefficient of the anchor penalty (0 gives exactly SB3's PPO), or ``"auto"``
+    :param actor_backend: With ``async_rollouts``, where the actors run: ``"fork"``, processes forked from
+        this one, which step its ``VecEnv``; ``"ray"``, Ray actors anywhere on the cluster that
+        ``ray.init()`` reaches (``RAY_ADDRESS``; without it, a local instance started and stopped here),
+        which build their envs from a recipe: pass ``env`` as an env id or a
+        :class:`~sb3_apo.common.env_recipe.VecEnvRecipe` (see ``docs/async.md``)
+    :param ray_actor_options: With ``actor_backend="ray"``, the options of each Ray actor
+        (``ray.remote``'s: e.g. ``{"num_cpus": 1, "resources": {"simulator": 1}}``)
+    :param anchor_coef: Coefficient of the anchor penalty (0 gives exactly SB3's PPO), or ``"auto"``
         (adapted, starting at 1.0), or ``"auto_<initial value>"``
     :param anchor_target: With ``anchor_coef="auto"``: the anchor divergence per update the coefficient
         holds (halved below ``anchor_target / 1.5``, doubled above ``anchor_target * 1.5``)
@@ -154,7 +163,7 @@ class APO(PPOFamilyAlgorithm):
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
-        env: GymEnv | str,
+        env: GymEnv | str | EnvRecipe,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
         batch_size: int = 64,
@@ -186,6 +195,8 @@ class APO(PPOFamilyAlgorithm):
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
         correct_policy_lag: bool = True,
+        actor_backend: str = "fork",
+        ray_actor_options: dict[str, Any] | None = None,
         anchor_coef: float | str = 1.0,
         anchor_target: float = 0.003,
         anchor_estimator: str = "sample",
@@ -237,6 +248,8 @@ class APO(PPOFamilyAlgorithm):
             importance_weight_max=importance_weight_max,
             value_targets=value_targets,
             correct_policy_lag=correct_policy_lag,
+            actor_backend=actor_backend,
+            ray_actor_options=ray_actor_options,
             _init_setup_model=False,
         )
         # The coefficient lives here, not in _setup_model(), which load() calls after restoring it.

@@ -3,7 +3,7 @@ The local rollout actor: a process forked from the learner, which collects rollo
 the learner's own ``VecEnv`` and SB3's ``collect_rollouts`` on a CPU copy of the policy,
 one torch thread, and sends them back over a :class:`~sb3_apo.async_rollouts.transport.Link`.
 The process is a flat dispatch over the learner's commands (as SB3's ``SubprocVecEnv``
-worker), with its state in :class:`_Actor`.
+worker), with its state in :class:`RolloutCollector`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from sb3_apo.async_rollouts.shards import (
     select_envs,
     vec_normalize_statistics,
 )
-from sb3_apo.async_rollouts.transport import ActorEnd, Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
+from sb3_apo.async_rollouts.transport import Heartbeat, LearnerEnd, Link, PeerGone, PeerSilent
 from sb3_apo.common.buffers import DistributionParamsMixin, anchored_buffer_class
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class _StepRecorder(BaseCallback):
     and stops the rollout once the learner has closed its end of the link (or died).
     """
 
-    def __init__(self, stop: threading.Event, heartbeat: Heartbeat):
+    def __init__(self, stop: threading.Event, heartbeat: Heartbeat | None):
         super().__init__()
         self.stop, self.heartbeat = stop, heartbeat
         self.steps: list[StepRecord] = []
@@ -82,7 +82,8 @@ class _StepRecorder(BaseCallback):
                 infos=self.locals["infos"],
             )
         )
-        self.heartbeat.beat()
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
         return not self.stop.is_set()
 
 
@@ -108,8 +109,17 @@ def _take_env_shard(model: PPOFamilyAlgorithm, indices: list[int], index: int) -
     assert model._last_obs is not None and model._last_episode_starts is not None, "set by SB3's _setup_learn()"
     model._last_obs = select_envs(model._last_obs, indices)
     model._last_episode_starts = model._last_episode_starts[indices]
-    # Every actor inherits the learner's random state: without a seed of its own, the shards would
-    # draw the same exploration noise. The seed is drawn from that state, so a seeded run repeats.
+    own_random_stream(index)
+
+
+def own_random_stream(index: int) -> None:
+    """
+    Give the actor of a shard a torch random stream of its own. Every actor starts from the learner's
+    random state: without a seed of its own, the shards would draw the same exploration noise. The
+    seed is drawn from that state, so a seeded run repeats.
+
+    :param index: the actor's index
+    """
     th.manual_seed(int(th.randint(0, 2**62, (1,)).item()) + index)
 
 
@@ -151,37 +161,30 @@ def evaluate_behaviour(
     return values, log_prob, model.distribution_math.params(model.policy.action_dist)
 
 
-class _Actor:
+class RolloutCollector:
     """
-    What an actor process keeps between rollouts: the model (with a CPU policy, and its shard of
-    the envs), the rollout buffer, and the ``VecNormalize`` statistics last reported.
+    What an actor keeps between rollouts, whichever process it runs in (a forked one, or a Ray
+    actor): the model (with a CPU policy, and its shard of the envs), the rollout buffer, and the
+    ``VecNormalize`` statistics last reported.
+
+    :param model: the actor's model, whose env is the actor's
+    :param stop: once set, a rollout in progress stops after its current step
+    :param heartbeat: bumped at every env step, for a learner that watches it
+    :param reset_env: reset the env before the first rollout (else it goes on from ``model._last_obs``)
+    :param shard: whether the actor steps a shard of the envs, and so reports the ``VecNormalize``
+        moments it adds instead of its statistics
     """
 
     def __init__(
-        self,
-        model: PPOFamilyAlgorithm,
-        cpu_policy: th.nn.Module | None,
-        end: ActorEnd,
-        reset_env: bool,
-        indices: list[int] | None,
-        index: int,
+        self, model: PPOFamilyAlgorithm, stop: threading.Event, heartbeat: Heartbeat | None, reset_env: bool, shard: bool
     ):
-        if cpu_policy is not None:
-            # Never touch the learner's CUDA tensors in a forked process, not even to free
-            # them: its policy stays referenced until the process exits (with os._exit).
-            _KEPT_IN_ACTOR.append(model.policy)
-            # mypy: model.policy is typed by the algorithm's policy class; this is a CPU copy of that class
-            model.policy = cpu_policy  # type: ignore[assignment]
-            model.device = th.device("cpu")
-        if indices is not None:
-            _take_env_shard(model, indices, index)
-        self.model, self.end = model, end
+        self.model, self.stop, self.heartbeat = model, stop, heartbeat
         env = model.env
         assert env is not None
         self.vec_normalize = model.get_vec_normalize_env()
         # A shard's statistics as last reported (so that its next report is what it added since)
         self.reported: Statistics | None = None
-        if indices is not None and self.vec_normalize is not None:
+        if shard and self.vec_normalize is not None:
             self.reported = copy_statistics(vec_normalize_statistics(self.vec_normalize))
         if reset_env:  # the env continues from the learner's copy, which an earlier actor left behind
             # mypy: VecEnv.reset() is typed more widely than SB3's _last_obs, which stores its return
@@ -214,8 +217,11 @@ class _Actor:
                 # mypy: vec_normalize is not None whenever self.reported is (both come from VecNormalize)
                 add_moments(vec_normalize_statistics(self.vec_normalize), added)  # type: ignore[arg-type]
                 add_moments(self.reported, added)
-        model.policy.load_state_dict({name: th.as_tensor(value) for name, value in weights.items()})
-        recorder = _StepRecorder(self.end.learner_gone, self.end.heartbeat)
+        # (arrays read from Ray's object store are read-only: torch wants writable ones)
+        model.policy.load_state_dict(
+            {name: th.as_tensor(value if value.flags.writeable else value.copy()) for name, value in weights.items()}
+        )
+        recorder = _StepRecorder(self.stop, self.heartbeat)
         recorder.init_callback(model)
         checked = model._rollout_callback(recorder, validate_args=False)
         started = time.perf_counter()
@@ -278,7 +284,16 @@ def _actor_main(
     th.distributions.Distribution.set_default_validate_args(False)
     try:
         end.start(on_learner_gone=_exit_soon)
-        actor = _Actor(model, cpu_policy, end, reset_env, indices, index)
+        if cpu_policy is not None:
+            # Never touch the learner's CUDA tensors in a forked process, not even to free
+            # them: its policy stays referenced until the process exits (with os._exit).
+            _KEPT_IN_ACTOR.append(model.policy)
+            # mypy: model.policy is typed by the algorithm's policy class; this is a CPU copy of that class
+            model.policy = cpu_policy  # type: ignore[assignment]
+            model.device = th.device("cpu")
+        if indices is not None:
+            _take_env_shard(model, indices, index)
+        actor = RolloutCollector(model, end.learner_gone, end.heartbeat, reset_env, shard=indices is not None)
         while True:
             waited = time.perf_counter()
             message = end.receive()
@@ -437,28 +452,43 @@ class ForkedRolloutActor(RolloutActor):
 
 class ActorGroup(RolloutActor):
     """
-    Several local actors, each stepping its own shard of the envs (``n_actors > 1``), seen by the
-    learner as one: their rollouts come back joined along the env axis, as one actor over all
-    the envs would have sent it, and their ``VecNormalize`` statistics merged
-    (:mod:`sb3_apo.async_rollouts.shards`).
+    Several actors, each stepping its own shard of the envs, seen by the learner as one: their
+    rollouts come back joined along the env axis, as one actor over all the envs would have sent
+    it, and their ``VecNormalize`` statistics merged (:mod:`sb3_apo.async_rollouts.shards`).
+    :meth:`forked` makes the local one (``n_actors > 1``); the Ray backend's
+    (:class:`~sb3_apo.async_rollouts.ray_actors.RayActorGroup`) extends it.
 
-    :param model: the algorithm; its env must be a ``DummyVecEnv``, optionally in ``VecNormalize``
-    :param n_actors: the number of actors
-    :param reset_env: as for :class:`ForkedRolloutActor`
+    :param model: the algorithm
+    :param actors: one actor per shard, in env order; each takes the ``VecNormalize`` moments the
+        others reported with its weights (``send_weights(policy_version, weights, reported_by_others)``)
     """
 
-    def __init__(self, model: PPOFamilyAlgorithm, n_actors: int, reset_env: bool = False):
-        assert model.env is not None
-        check_shardable(model.env, n_actors)
-        self.actors = [
-            ForkedRolloutActor(model, reset_env=reset_env, index=index, env_indices=indices)
-            for index, indices in enumerate(env_indices(model.env.num_envs, n_actors))
-        ]
+    def __init__(self, model: PPOFamilyAlgorithm, actors: Sequence[Any]):
+        self.actors = list(actors)
         vec_normalize = model.get_vec_normalize_env()
         # The learner's statistics: everything every actor has reported
         self._statistics = None if vec_normalize is None else copy_statistics(vec_normalize_statistics(vec_normalize))
         # For each actor, what the others reported since its last weights
         self._reports_for: list[list[Statistics]] = [[] for _ in self.actors]
+
+    @classmethod
+    def forked(cls, model: PPOFamilyAlgorithm, n_actors: int, reset_env: bool = False) -> ActorGroup:
+        """
+        Local actors, forked processes (:class:`ForkedRolloutActor`).
+
+        :param model: the algorithm; its env must be a ``DummyVecEnv``, optionally in ``VecNormalize``
+        :param n_actors: the number of actors
+        :param reset_env: as for :class:`ForkedRolloutActor`
+        """
+        assert model.env is not None
+        check_shardable(model.env, n_actors)
+        return cls(
+            model,
+            [
+                ForkedRolloutActor(model, reset_env=reset_env, index=index, env_indices=indices)
+                for index, indices in enumerate(env_indices(model.env.num_envs, n_actors))
+            ],
+        )
 
     @property
     # RolloutActor declares name as an attribute; this group computes it
@@ -478,13 +508,17 @@ class ActorGroup(RolloutActor):
             self.close()
             raise
 
-    def send_weights(self, policy_version: int, weights: dict[str, np.ndarray]) -> None:
+    def send_weights(self, policy_version: int, weights: Any) -> None:
         for actor, reports in zip(self.actors, self._reports_for):
             actor.send_weights(policy_version, weights, reports)
             reports.clear()
 
+    def _receive_parts(self) -> list[Rollout]:
+        """Each actor's part of the next rollout, in env order."""
+        return [actor.receive_rollout() for actor in self.actors]
+
     def receive_rollout(self) -> Rollout:
-        parts = [actor.receive_rollout() for actor in self.actors]
+        parts = self._receive_parts()
         assert len({part.policy_version for part in parts}) == 1
         if self._statistics is not None:
             for index, part in enumerate(parts):

@@ -86,14 +86,19 @@ class AsyncLearner:
         logger.record("async/learner_idle_s", learner_idle_s)
         logger.record("async/actor_idle_s", rollout.actor_idle_s)
         logger.record("async/actor_collect_s", rollout.collect_s)
+        logger.record("async/actor_restarts", getattr(self.actor, "restarts", 0))
         callback.update_locals({"new_obs": rollout.last_obs, "dones": rollout.last_episode_starts})
         callback.on_rollout_end()
         return True
 
     def _start_actor(self) -> RolloutActor:
         model = self.model
-        if model.n_actors > 1:
-            actor: RolloutActor = ActorGroup(model, model.n_actors, reset_env=self.env_stale)
+        if model.actor_backend == "ray":
+            from sb3_apo.async_rollouts.ray_actors import RayActorGroup  # Ray is imported only where it is used
+
+            actor: RolloutActor = RayActorGroup(model, model.n_actors, reset_env=self.env_stale)
+        elif model.n_actors > 1:
+            actor = ActorGroup.forked(model, model.n_actors, reset_env=self.env_stale)
         else:
             actor = ForkedRolloutActor(model, reset_env=self.env_stale)
         self.env_stale = True

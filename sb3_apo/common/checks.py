@@ -156,6 +156,12 @@ def one_of(*choices: Any) -> Check:
     return lambda name, value: check_choice(name, value, choices)
 
 
+def check_options(name: str, value: Any) -> None:
+    """Raise :class:`HyperparameterError` unless ``value`` is ``None`` or a dict with string keys (keyword arguments)."""
+    if value is not None and not (isinstance(value, dict) and all(isinstance(key, str) for key in value)):
+        raise HyperparameterError(f"`{name}` must be a dict of keyword arguments or None, got {value!r}.")
+
+
 def subclass_of(base: type, what: str) -> Check:
     """
     The :data:`Check` of a class parameter: ``None`` or a subclass of ``base``.

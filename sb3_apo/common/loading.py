@@ -27,6 +27,7 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_apo.common.buffers import DistributionParamsMixin
 from sb3_apo.common.checks import Check, HyperparameterError
+from sb3_apo.common.env_recipe import EnvRecipe
 
 SelfLoadable = TypeVar("SelfLoadable", bound="CrossAlgorithmLoading")
 
@@ -166,7 +167,7 @@ class CrossAlgorithmLoading(_AlgorithmBase):
     def load(
         cls: type[SelfLoadable],
         path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
+        env: GymEnv | EnvRecipe | None = None,
         device: th.device | str = "auto",
         custom_objects: dict[str, Any] | None = None,
         print_system_info: bool = False,
@@ -193,6 +194,8 @@ class CrossAlgorithmLoading(_AlgorithmBase):
         An unreadable file raises ``ValueError`` naming it. The other parameters are SB3's
         (``BaseAlgorithm.load``); ``kwargs`` override the archive's attributes, as in SB3.
         """
+        if isinstance(env, EnvRecipe):
+            env = env.build()  # the built env carries its recipe into the model
         data, _ = read_archive(path, custom_objects)
         try:
             saver, saver_hyperparameters, renamed = saving_algorithm(data)

@@ -39,6 +39,7 @@ from sb3_apo.common.checks import (
     Check,
     HyperparameterError,
     check_bool,
+    check_options,
     check_range,
     check_schedule_value,
     in_range,
@@ -48,6 +49,7 @@ from sb3_apo.common.checks import (
     subclass_of,
 )
 from sb3_apo.common.distributions import SUPPORTED_ACTION_SPACES, AnchorSet, DistributionMath, distribution_math
+from sb3_apo.common.env_recipe import EnvRecipe, VecEnvRecipe, recipe_of
 from sb3_apo.common.loading import CrossAlgorithmLoading
 from sb3_apo.common.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -255,7 +257,15 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
     :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
         contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
-        rollouts are joined into one (see ``docs/async.md``)
+        rollouts are joined into one (see ``docs/async.md``). An env given by its id is made with one env
+        per actor
+    :param actor_backend: With ``async_rollouts``, where the actors run: ``"fork"``, processes forked from
+        this one, which step its ``VecEnv``; ``"ray"``, Ray actors anywhere on the cluster that
+        ``ray.init()`` reaches (``RAY_ADDRESS``; without it, a local instance started and stopped here),
+        which build their envs from a recipe: pass ``env`` as an env id or a
+        :class:`~sb3_apo.common.env_recipe.VecEnvRecipe` (see ``docs/async.md``)
+    :param ray_actor_options: With ``actor_backend="ray"``, the options of each Ray actor
+        (``ray.remote``'s: e.g. ``{"num_cpus": 1, "resources": {"simulator": 1}}``)
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
@@ -301,6 +311,8 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         "async_rollouts": check_bool,
         "max_policy_lag": in_range(0, integer=True),
         "n_actors": in_range(1, integer=True),
+        "actor_backend": one_of("fork", "ray"),
+        "ray_actor_options": check_options,
         "importance_weight_max": in_range(0, low_open=True),
         "value_targets": one_of("gae", "vtrace"),
         "correct_policy_lag": check_bool,
@@ -317,7 +329,7 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
-        env: GymEnv | str,
+        env: GymEnv | str | EnvRecipe,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
         batch_size: int = 64,
@@ -349,17 +361,20 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
         correct_policy_lag: bool = True,
+        actor_backend: str = "fork",
+        ray_actor_options: dict[str, Any] | None = None,
         _init_setup_model: bool = True,
     ):
         # Every shared hyperparameter, by its name, before the environment is built
         self.check_hyperparameters({name: value for name, value in locals().items() if name in self.shared_hyperparameters})
+        gym_env, env_recipe = self._env_and_recipe(env, async_rollouts, n_actors)
         # SB3's FloatSchedule takes Python numbers and callables only: np.float32(3e-4) becomes 3e-4
         learning_rate = python_float(learning_rate)
         clip_range, clip_range_vf = python_float(clip_range), python_float(clip_range_vf)
 
         super().__init__(
             policy,
-            env,
+            gym_env,
             learning_rate=learning_rate,
             n_steps=n_steps,
             gamma=gamma,
@@ -393,6 +408,10 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         self.importance_weight_max = importance_weight_max
         self.value_targets = value_targets
         self.correct_policy_lag = correct_policy_lag
+        self.actor_backend = actor_backend
+        self.ray_actor_options = ray_actor_options
+        #: The recipe the env was built from (``None``: not known), from which Ray actors build theirs.
+        self.env_recipe = env_recipe
         self._async_learner: Any = None  # an AsyncLearner, made at the first asynchronous rollout
         self.diagnostics_freq = diagnostics_freq
         #: The diagnostics of the last update, ``None`` when it was not measured (see ``diagnostics_freq``).
@@ -402,10 +421,56 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
             self._check_action_space()
             self._check_batch_size(self.env)
             if async_rollouts:
-                _async_rollouts().check_shardable(self.env, n_actors)
+                self._check_actors(self.env)
 
         if _init_setup_model:
             self._setup_model()
+
+    @staticmethod
+    def _env_and_recipe(env: Any, async_rollouts: bool, n_actors: int) -> tuple[GymEnv | str, EnvRecipe | None]:
+        """
+        The env to give SB3, and the recipe it was built from, if known: a recipe is built here; an env
+        id with ``async_rollouts`` is made with one env per actor (SB3 would make one env, and each
+        actor steps at least one); a ``VecEnv`` may carry the recipe that built it.
+        """
+        if isinstance(env, EnvRecipe):
+            return env.build(), env
+        if isinstance(env, str) and async_rollouts:
+            recipe = VecEnvRecipe(env, n_envs=n_actors)
+            return recipe.build(), recipe
+        return env, None if env is None else recipe_of(env)
+
+    def _check_actors(self, env: VecEnv) -> None:
+        """Refuse an env the actors cannot step, with a message saying what to pass instead."""
+        if self.actor_backend == "ray":
+            if self.env_recipe is None:
+                raise HyperparameterError(
+                    f"`actor_backend='ray'` builds each actor's envs where it runs, from a recipe, and a "
+                    f"{type(env).__name__} object cannot be rebuilt on another machine: pass env as an env id "
+                    "('Hopper-v5'), or as sb3_apo.VecEnvRecipe(env_id, n_envs, env_kwargs=..., wrapper_class=..., "
+                    "vec_env_wrapper=...) or VecEnvRecipe(make_env=make_env, n_envs=...) with make_env(rank, seed)."
+                )
+            if self.n_actors > self.env_recipe.n_envs:
+                raise HyperparameterError(
+                    f"`n_actors` must be at most the number of envs ({self.env_recipe.n_envs}), since each actor "
+                    f"steps at least one; got {self.n_actors}."
+                )
+        else:
+            _async_rollouts().check_shardable(env, self.n_actors)
+
+    def set_env(self, env: GymEnv | EnvRecipe, force_reset: bool = True) -> None:
+        """
+        SB3's ``set_env``, which also takes a :class:`~sb3_apo.common.env_recipe.EnvRecipe` (built here).
+
+        :param env: the environment, or its recipe
+        :param force_reset: reset it before training, as in SB3
+        """
+        gym_env, recipe = self._env_and_recipe(env, False, self.n_actors)
+        assert not isinstance(gym_env, str), "an env id is built only with async_rollouts"
+        super().set_env(gym_env, force_reset)
+        self.env_recipe = recipe
+        if self.async_rollouts and self.env is not None:
+            self._check_actors(self.env)
 
     @classmethod
     def check_hyperparameters(cls, values: Mapping[str, Any]) -> None:
@@ -459,7 +524,11 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
         n_actors = values.get("n_actors", 1)
         if n_actors > 1 and values.get("async_rollouts") is False:
             raise HyperparameterError(f"`n_actors={n_actors}` needs `async_rollouts=True` (actors collect asynchronously).")
-        if values.get("async_rollouts") and "fork" not in mp.get_all_start_methods():
+        if (
+            values.get("async_rollouts")
+            and values.get("actor_backend", "fork") == "fork"
+            and ("fork" not in mp.get_all_start_methods())
+        ):
             raise HyperparameterError("`async_rollouts=True` needs the 'fork' start method of multiprocessing (Linux, macOS).")
 
     def _check_batch_size(self, env: VecEnv) -> None:
@@ -546,6 +615,7 @@ class PPOFamilyAlgorithm(CrossAlgorithmLoading, OnPolicyAlgorithm):
             "_anchor_generator",
             "_diagnostics_generator",
             "_async_learner",
+            "env_recipe",  # rebuilt from the env given to load() or set_env()
         ]
 
     def collect_rollouts(

@@ -7,6 +7,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_apo.common.env_recipe import EnvRecipe
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm
 
 
@@ -60,7 +61,8 @@ class SPO(PPOFamilyAlgorithm):
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
     :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
         contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
-        rollouts are joined into one (see ``docs/async.md``)
+        rollouts are joined into one (see ``docs/async.md``). An env given by its id is made with one env
+        per actor
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
@@ -69,6 +71,13 @@ class SPO(PPOFamilyAlgorithm):
         the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
         rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
         weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
+    :param actor_backend: With ``async_rollouts``, where the actors run: ``"fork"``, processes forked from
+        this one, which step its ``VecEnv``; ``"ray"``, Ray actors anywhere on the cluster that
+        ``ray.init()`` reaches (``RAY_ADDRESS``; without it, a local instance started and stopped here),
+        which build their envs from a recipe: pass ``env`` as an env id or a
+        :class:`~sb3_apo.common.env_recipe.VecEnvRecipe` (see ``docs/async.md``)
+    :param ray_actor_options: With ``actor_backend="ray"``, the options of each Ray actor
+        (``ray.remote``'s: e.g. ``{"num_cpus": 1, "resources": {"simulator": 1}}``)
         :param n_anchor_actions: Deprecated: ``diagnostic_anchor_actions``, which it sets
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
@@ -78,7 +87,7 @@ class SPO(PPOFamilyAlgorithm):
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
-        env: GymEnv | str,
+        env: GymEnv | str | EnvRecipe,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
         batch_size: int = 64,
@@ -110,6 +119,8 @@ class SPO(PPOFamilyAlgorithm):
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
         correct_policy_lag: bool = True,
+        actor_backend: str = "fork",
+        ray_actor_options: dict[str, Any] | None = None,
         n_anchor_actions: int | None = None,
         _init_setup_model: bool = True,
     ):
@@ -147,6 +158,8 @@ class SPO(PPOFamilyAlgorithm):
             importance_weight_max=importance_weight_max,
             value_targets=value_targets,
             correct_policy_lag=correct_policy_lag,
+            actor_backend=actor_backend,
+            ray_actor_options=ray_actor_options,
             _init_setup_model=_init_setup_model,
         )
 

@@ -22,6 +22,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_apo.common.buffers import DistributionParamsMixin
 from sb3_apo.common.checks import Check, HyperparameterError, check_bool, in_range, one_of, subclass_of
 from sb3_apo.common.distributions import CategoricalMath
+from sb3_apo.common.env_recipe import EnvRecipe
 from sb3_apo.common.loading import read_archive
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 from sb3_apo.support_apo.buffers import ReferenceParamsMixin, reference_buffer_class
@@ -246,7 +247,8 @@ class SupportAPO(PPOFamilyAlgorithm):
         rollout is behind the policy trained on it (0: no overlap, the synchronous update)
     :param n_actors: With ``async_rollouts``, the number of actor processes; above 1, each steps its own
         contiguous share of the envs (a ``DummyVecEnv``, optionally in ``VecNormalize``), and their
-        rollouts are joined into one (see ``docs/async.md``)
+        rollouts are joined into one (see ``docs/async.md``). An env given by its id is made with one env
+        per actor
     :param importance_weight_max: With ``async_rollouts``, ``c``, the truncation of the importance weights
         ``min(pi_prox(a|s) / pi_b(a|s), c)`` of the policy-gradient term
     :param value_targets: With ``async_rollouts``, the value targets and advantages of a lagged rollout:
@@ -255,6 +257,13 @@ class SupportAPO(PPOFamilyAlgorithm):
         the learner's policy is ``pi_old`` and the policy gradient is weighted by ``w``). ``False``: the
         rollout is trained on as if it were on-policy, with the behaviour policy as ``pi_old`` and no
         weights, as Cogment-verse's asynchronous PPO does; for comparisons, not recommended
+    :param actor_backend: With ``async_rollouts``, where the actors run: ``"fork"``, processes forked from
+        this one, which step its ``VecEnv``; ``"ray"``, Ray actors anywhere on the cluster that
+        ``ray.init()`` reaches (``RAY_ADDRESS``; without it, a local instance started and stopped here),
+        which build their envs from a recipe: pass ``env`` as an env id or a
+        :class:`~sb3_apo.common.env_recipe.VecEnvRecipe` (see ``docs/async.md``)
+    :param ray_actor_options: With ``actor_backend="ray"``, the options of each Ray actor
+        (``ray.remote``'s: e.g. ``{"num_cpus": 1, "resources": {"simulator": 1}}``)
         :param push_coef: lambda, the factor of negative advantages in the clipped surrogate (> 0)
     :param pull_coef: beta, the weight of the pull towards the safe manifold (>= 0)
     :param top_k: K, the number of the reference's most probable actions in the safe
@@ -297,7 +306,7 @@ class SupportAPO(PPOFamilyAlgorithm):
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
-        env: GymEnv | str,
+        env: GymEnv | str | EnvRecipe,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
         batch_size: int = 64,
@@ -329,6 +338,8 @@ class SupportAPO(PPOFamilyAlgorithm):
         importance_weight_max: float = 1.0,
         value_targets: str = "gae",
         correct_policy_lag: bool = True,
+        actor_backend: str = "fork",
+        ray_actor_options: dict[str, Any] | None = None,
         push_coef: float = 1.05,
         pull_coef: float = 0.1,
         top_k: int = 8,
@@ -384,6 +395,8 @@ class SupportAPO(PPOFamilyAlgorithm):
             importance_weight_max=importance_weight_max,
             value_targets=value_targets,
             correct_policy_lag=correct_policy_lag,
+            actor_backend=actor_backend,
+            ray_actor_options=ray_actor_options,
             _init_setup_model=False,
         )
         self.push_coef = float(push_coef)

@@ -27,6 +27,8 @@ rl-zoo3:
 - :func:`default_hyperparameters`, :func:`create_sampler` and
   :func:`create_pruner` read the manager's protected members
   ``_hyperparams``, ``_create_sampler`` and ``_create_pruner``.
+- :func:`env_builder` keeps, from an experiment manager, the attributes that its
+  ``create_envs()`` reads, so that a Ray actor elsewhere builds the same envs.
 - :func:`record_video_with_our_launcher` redirects the ``python -m
   rl_zoo3.record_video`` subprocesses of ``rl_zoo3.record_training``.
 
@@ -267,6 +269,44 @@ def create_pruner(manager: "ExperimentManager") -> BasePruner:
     :return: the Optuna pruner named by its ``--pruner``
     """
     return manager._create_pruner(manager.pruner)
+
+
+#: The attributes of rl-zoo3 2.9.2's ExperimentManager that create_envs() and _maybe_normalize() read.
+_ENV_ATTRIBUTES = (
+    "env_name",
+    "env_kwargs",
+    "eval_env_kwargs",
+    "env_wrapper",
+    "vec_env_class",
+    "vec_env_kwargs",
+    "vec_env_wrapper",
+    "monitor_kwargs",
+    "normalize",
+    "normalize_kwargs",
+    "frame_stack",
+    "seed",
+    "save_path",
+    "verbose",
+)
+
+
+def env_builder(manager: "ExperimentManager", normalize: bool) -> "ExperimentManager":
+    """
+    A copy of ``manager`` that holds only what its ``create_envs()`` reads, to be pickled to a Ray
+    actor and build the same training envs there (``create_envs(n, no_log=True)``).
+
+    :param manager: the launcher's experiment manager, after ``setup_experiment()`` read the hyperparameters
+    :param normalize: whether the training envs are in ``VecNormalize`` (also when their statistics were
+        loaded from a trained agent without ``normalize`` in the hyperparameters)
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    builder = object.__new__(ExperimentManager)
+    vars(builder).update({name: getattr(manager, name) for name in _ENV_ATTRIBUTES})
+    builder.trained_agent = ""  # the statistics come from the learner, not from a file it may not have
+    if normalize and not builder.normalize:
+        builder.normalize, builder.normalize_kwargs = True, {}
+    return builder
 
 
 @contextlib.contextmanager

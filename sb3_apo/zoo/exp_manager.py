@@ -30,6 +30,7 @@ override keeps rl-zoo3's sampler, pruner, objective and trial-count rule.
 
 import _thread
 import argparse
+import importlib
 import math
 import os
 import pickle
@@ -43,6 +44,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from pprint import pprint
 from typing import Any, ClassVar
@@ -55,8 +57,10 @@ from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
-from sb3_apo.zoo._compat import create_pruner, create_sampler, default_hyperparameters, mute_interrupted_trial_log
+from sb3_apo.common.env_recipe import EnvRecipe, attach_recipe
+from sb3_apo.zoo._compat import create_pruner, create_sampler, default_hyperparameters, env_builder, mute_interrupted_trial_log
 from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import HyperparamsSource, find_hyperparams
 from sb3_apo.zoo.storage import (
@@ -170,6 +174,31 @@ def interruptible_signal() -> signal.Signals | None:
         if callable(signal.getsignal(candidate)):
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class ZooEnvRecipe(EnvRecipe):
+    """
+    The training envs of an rl-zoo3 launch, built as its experiment manager builds them
+    (``create_envs``: the env's kwargs and wrappers, ``VecNormalize``, frame stacking), so that
+    Ray actors build their shards with the launch's settings (without Monitor files: the episodes
+    reach the learner's logs).
+
+    :param builder: what the manager's ``create_envs()`` reads (:func:`~sb3_apo.zoo._compat.env_builder`)
+    :param n_envs: the number of envs
+    :param seed: the launch's seed
+    :param gym_packages: the ``--gym-packages`` that register the env, imported before it is built
+    """
+
+    builder: ExperimentManager
+    n_envs: int
+    seed: int | None
+    gym_packages: tuple[str, ...] = ()
+
+    def _build(self, n_envs: int, start_index: int) -> VecEnv:
+        for module in self.gym_packages:
+            importlib.import_module(module)
+        return self.builder.create_envs(n_envs, eval_env=False, no_log=True)
 
 
 class ZooExperimentManager(ExperimentManager):
@@ -360,6 +389,14 @@ class ZooExperimentManager(ExperimentManager):
             raise ZooError(f"No study named {study_name!r} in {describe_storage(storage)}; studies there: {known}.") from error
 
     # ------------------------------------------------------------------ setup
+
+    def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False) -> VecEnv:
+        """rl-zoo3's envs; the training envs carry their recipe (:class:`ZooEnvRecipe`), for ``actor_backend="ray"``."""
+        env = super().create_envs(n_envs, eval_env, no_log)
+        if not eval_env:
+            builder = env_builder(self, normalize=unwrap_vec_normalize(env) is not None)
+            attach_recipe(env, ZooEnvRecipe(builder, n_envs, self.seed, tuple(getattr(self.args, "gym_packages", None) or ())))
+        return env
 
     def create_log_folder(self) -> None:
         """rl-zoo3's run folder, remembering whether this launch created it (a failed setup removes it)."""
