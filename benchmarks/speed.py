@@ -109,7 +109,7 @@ def build_model(
     contender: str, env_id: str, hyperparams_dir: Path | None, log_folder: str, seed: int, device: str
 ) -> tuple[BaseAlgorithm, Any, dict[str, Any]]:
     """
-    Build a contender's model and env with rl-zoo3's ``ExperimentManager``.
+    Build a contender's model and env with the launcher's ``ZooExperimentManager`` (rl-zoo3's ``ExperimentManager``).
 
     :param contender: ``algo`` or ``algo:key=value,...``; the key ``vec_env`` (``dummy`` or ``subproc``) is
         rl-zoo3's ``--vec-env``, the class of the training ``VecEnv``, not a hyperparameter
@@ -121,13 +121,13 @@ def build_model(
     :return: the model, its experiment manager and the hyperparameters it was built with
     :raises ValueError: for an unknown algorithm, a malformed contender or an env missing from the file
     """
-    from rl_zoo3.exp_manager import ExperimentManager
-
+    from sb3_apo.zoo.exp_manager import ZooExperimentManager
     from sb3_apo.zoo.registry import default_hyperparams_file
 
     algo, vec_env_type, overrides = parse_contender(contender)
     config = hyperparams_dir / f"{algo}.yml" if hyperparams_dir is not None else default_hyperparams_file(algo)
-    manager = ExperimentManager(
+    # the launcher's manager: its envs carry their recipe, from which Ray actors build theirs
+    manager = ZooExperimentManager(
         argparse.Namespace(),
         algo,
         env_id,
