@@ -316,3 +316,45 @@ def test_the_zoo_launcher_trains_on_the_cluster_of_ray_address(two_node_cluster,
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=500)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert (tmp_path / "apo" / "Pendulum-v1_1" / "Pendulum-v1.zip").exists()
+
+
+class RemovesANode(BaseCallback):
+    """At the end of the second rollout, removes from the cluster the node that runs actor 0 (a lost machine)."""
+
+    def __init__(self, cluster):
+        super().__init__()
+        self.cluster, self.rollouts, self.removed, self.restarts, self.nodes = cluster, 0, None, [], []
+
+    def _on_rollout_end(self):
+        self.rollouts += 1
+        group = self.model._rollout_actor
+        self.restarts.append(self.logger.name_to_value["async/actor_restarts"])
+        self.nodes = group.nodes
+        if self.rollouts == 2:
+            (node,) = [node for node in self.cluster.list_all_nodes() if node.node_id == group.nodes[0]]
+            self.removed = node.node_id
+            self.cluster.remove_node(node)
+
+    def _on_step(self):
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_actor_whose_node_is_lost_is_restarted_on_another_node():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES})
+    for _ in range(3):  # two nodes for the actors, and a spare
+        cluster.add_node(num_cpus=1, resources={"rollout_slot": 1}, object_store_memory=OBJECT_STORE_BYTES)
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address)
+        removes = RemovesANode(cluster)
+        model = small_apo(
+            VecEnvRecipe("Pendulum-v1", n_envs=4), n_actors=2, ray_actor_options={"resources": {"rollout_slot": 1}}
+        )
+        model.learn(5 * model.n_steps * 4, callback=removes)
+        assert model.num_timesteps == 5 * model.n_steps * 4
+        assert removes.restarts[-1] == 1 and removes.removed not in removes.nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
