@@ -251,3 +251,34 @@ def test_record_training_videos_run_through_our_launcher(monkeypatch):
         subprocess.call(["python", "-m", "rl_zoo3.record_video", "--algo", "apo"])
         subprocess.call(["ffmpeg", "-i", "x.mp4"])
     assert calls == [[sys.executable, "-m", "sb3_apo.record_video", "--algo", "apo"], ["ffmpeg", "-i", "x.mp4"]]
+
+
+def test_env_builder_builds_the_managers_training_envs(tmp_path):
+    """A Ray actor's shard, from the zoo's recipe, is the launcher's env stack with the same seeded envs."""
+    import numpy as np
+    from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
+
+    from sb3_apo.common.env_recipe import recipe_of
+    from sb3_apo.zoo import register_algorithms
+    from sb3_apo.zoo.exp_manager import ZooExperimentManager
+
+    register_algorithms()
+    manager = ZooExperimentManager(
+        rl_zoo3.train.argparse.Namespace(),
+        "apo",
+        "Pendulum-v1",
+        str(tmp_path),
+        hyperparams={"n_envs": 4, "normalize": True, "frame_stack": 2},
+        n_timesteps=64,
+        seed=3,
+    )
+    model, _ = manager.setup_experiment()
+    whole = model.get_env()
+    recipe = recipe_of(whole)
+    assert recipe is not None and recipe.n_envs == 4 and recipe.seed == 3
+    shard = recipe.build(2, 2)
+    assert isinstance(shard, VecFrameStack) and isinstance(shard.venv, VecNormalize)
+    np.testing.assert_array_equal(shard.unwrapped.envs[0].reset(seed=5)[0], whole.unwrapped.envs[2].reset(seed=5)[0])
+    shard.seed(3 + 2)  # as an actor of envs 2-3 seeds them
+    raw = np.concatenate([venv.reset(seed=3 + index)[0][None] for index, venv in enumerate(whole.unwrapped.envs)])
+    np.testing.assert_array_equal(shard.venv.venv.reset(), raw[2:])
