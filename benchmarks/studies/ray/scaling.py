@@ -12,6 +12,7 @@ between the ends of the first and the last rollout (collection and updates overl
 
 Run from the repository root, on an otherwise idle machine:
 python benchmarks/studies/ray/scaling.py --out results/ray/scaling
+and CPU-bound (no wait), for the throughput model: ``--step-wait-ms 0 --actors 1 2``.
 """
 
 import argparse
@@ -40,10 +41,15 @@ ACTORS = (1, 2, 4, 8, 16)
 
 
 class WaitingStep(gym.Wrapper):
-    """Each step waits ``STEP_WAIT_S`` seconds without CPU, as for a simulator elsewhere."""
+    """Each step waits ``wait_s`` seconds without CPU, as for a simulator elsewhere."""
+
+    def __init__(self, env: gym.Env, wait_s: float = STEP_WAIT_S):
+        super().__init__(env)
+        self.wait_s = wait_s
 
     def step(self, action):
-        time.sleep(STEP_WAIT_S)
+        if self.wait_s:
+            time.sleep(self.wait_s)
         return super().step(action)
 
 
@@ -70,9 +76,13 @@ class RolloutTimes(BaseCallback):
         return True
 
 
-def measure(backend: str, n_actors: int, rollouts: int, seed: int) -> pd.DataFrame:
+def measure(backend: str, n_actors: int, rollouts: int, seed: int, wait_s: float) -> pd.DataFrame:
     recipe = VecEnvRecipe(
-        "Hopper-v5", n_envs=N_ENVS, wrapper_class=WaitingStep, vec_env_wrapper=functools.partial(VecNormalize, gamma=0.99)
+        "Hopper-v5",
+        n_envs=N_ENVS,
+        wrapper_class=WaitingStep,
+        wrapper_kwargs={"wait_s": wait_s},
+        vec_env_wrapper=functools.partial(VecNormalize, gamma=0.99),
     )
     model = APO(
         "MlpPolicy",
@@ -121,15 +131,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--rollouts", type=int, default=5, help="counted rollouts per run (after a first one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-wait-ms", type=float, default=1000 * STEP_WAIT_S, help="wait per env step (default: 5)")
+    parser.add_argument("--actors", type=int, nargs="+", default=list(ACTORS), help="numbers of actors (default: 1 2 4 8 16)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/scaling.py", *sys.argv[1:]]) + "\n")
     ray.init(address="local", include_dashboard=False)
     frames = []
     try:
-        for n_actors in ACTORS:
+        for n_actors in args.actors:
             for backend in ("fork", "ray"):
-                frames.append(measure(backend, n_actors, args.rollouts, args.seed))
+                frames.append(measure(backend, n_actors, args.rollouts, args.seed, args.step_wait_ms / 1000))
                 counted = frames[-1][frames[-1].rollout >= 1]
                 rate = N_STEPS * N_ENVS * len(counted) / counted.actor_collect_s.sum()
                 print(f"{backend}, {n_actors} actor(s): collection {rate:.0f} steps/s", flush=True)
