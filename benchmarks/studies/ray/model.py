@@ -118,15 +118,13 @@ def main() -> None:
     print()
     remote_bound = 1 / (u + r + b * tau["two-node cluster"])
     print("Prediction for actors on other machines (one core each), the learner alone on one core:")
-    print(
-        f"  learner saturated: {remote_bound:,.0f} steps/s; without the update (u -> 0): {1 / (r + b * tau['two-node cluster']):,.0f}"
-    )
+    without_update = 1 / (r + b * tau["two-node cluster"])
+    print(f"  learner saturated: {remote_bound:,.0f} steps/s; without the update (u -> 0): {without_update:,.0f}")
     for label, c in (("CPU-bound Hopper", c_cpu), ("5 ms simulator", c_wait)):
         print(f"  {label}: N* = c / (u + r + b tau) = {c * remote_bound:.1f} actors")
         for n in (8, 64, 512):
-            print(
-                f"    {n:>3} actors: {min(n / c, remote_bound):>9,.0f} steps/s ({'learner' if n / c > remote_bound else 'collection'}-bound)"
-            )
+            bound = "learner" if n / c > remote_bound else "collection"
+            print(f"    {n:>3} actors: {min(n / c, remote_bound):>9,.0f} steps/s ({bound}-bound)")
     for n in (8, 64, 512):
         samples = n * 2048
         print(
