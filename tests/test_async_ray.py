@@ -21,7 +21,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_apo import APO, VecEnvRecipe
-from sb3_apo.async_rollouts import RolloutActorError
+from sb3_apo.async_rollouts import RolloutActorError, ray_actors
 from sb3_apo.common.checks import HyperparameterError
 
 # Ray workers import nothing from tests/: the envs and functions of this module travel by value.
@@ -179,14 +179,27 @@ class KillsAnActor(BaseCallback):
 def test_a_killed_ray_actor_is_restarted_once_and_a_second_failure_stops_training():
     survived = KillsAnActor(at={2})
     model = small_apo(VecEnvRecipe("Pendulum-v1", n_envs=4), n_actors=2)
-    model.learn(6 * model.n_steps * 4, callback=survived)
+    with pytest.warns(RuntimeWarning, match=r"Ray rollout actor 0 .* failed and is restarted"):
+        model.learn(6 * model.n_steps * 4, callback=survived)
     assert model.num_timesteps == 6 * model.n_steps * 4
     assert survived.restarts[-1] == 1 and survived.restarts[0] == 0
 
     stopped = KillsAnActor(at={2, 4})
     model = small_apo(VecEnvRecipe("Pendulum-v1", n_envs=4), n_actors=2)
-    with pytest.raises(RolloutActorError, match=r"Ray rollout actor 0 \(pid \d+ on .*, node .*\) failed again"):
+    with (
+        pytest.warns(RuntimeWarning, match="failed and is restarted"),
+        pytest.raises(RolloutActorError, match=r"Ray rollout actor 0 \(pid \d+ on .*, node .*\) failed again"),
+    ):
         model.learn(8 * model.n_steps * 4, callback=stopped)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.timeout(300)
+def test_actors_the_cluster_cannot_place_stop_training_with_what_they_asked_for(monkeypatch):
+    monkeypatch.setattr(ray_actors, "PLACEMENT_TIMEOUT_S", 3.0)
+    model = small_apo("Pendulum-v1", n_actors=2, ray_actor_options={"resources": {"gpu_simulator": 1}})
+    with pytest.raises(RolloutActorError, match=r"placed 0 of 2 rollout actors in 3 s.*'gpu_simulator': 1.*the cluster has"):
+        model.learn(4 * model.n_steps * 2)
     assert not ray.is_initialized()
 
 
@@ -195,7 +208,10 @@ def test_an_env_crash_in_a_ray_actor_stops_training_with_its_traceback():
     recipe = VecEnvRecipe("Pendulum-v1", n_envs=2, wrapper_class=CrashingEnv)
     model = small_apo(recipe, n_actors=1)
     # Restarted once with fresh envs, which crash again: the second failure names the error
-    with pytest.raises(RolloutActorError, match=r"(?s)failed again after 1 restart.*RuntimeError: the simulator crashed"):
+    with (
+        pytest.warns(RuntimeWarning, match="the simulator crashed"),
+        pytest.raises(RolloutActorError, match=r"(?s)failed again after 1 restart.*RuntimeError: the simulator crashed"),
+    ):
         model.learn(10 * model.n_steps * 2)
 
 

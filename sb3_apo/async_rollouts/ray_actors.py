@@ -31,6 +31,7 @@ import random
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -123,19 +124,21 @@ class RayRolloutActor:
         self.collector = RolloutCollector(
             model, threading.Event(), heartbeat=None, reset_env=start.env_seed is None, shard=True
         )
+        self._idle_since = time.perf_counter()  # the actor's own clock: the learner's may be another machine's
 
     def where(self) -> tuple[str, str, int]:
         """The actor's host name, Ray node id and process id."""
         return socket.gethostname(), ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def collect(
-        self, policy_version: int, weights: dict[str, np.ndarray], reported_by_others: list[Statistics], requested_at: float
-    ) -> Rollout:
-        """One rollout with these weights (Ray resolves the weights' reference before the call)."""
-        rollout = self.collector.collect(
-            policy_version, weights, reported_by_others, actor_idle_s=max(0.0, time.time() - requested_at)
-        )
+    def collect(self, policy_version: int, weights: dict[str, np.ndarray], reported_by_others: list[Statistics]) -> Rollout:
+        """
+        One rollout with these weights (Ray resolves the weights' reference before the call). The
+        requests run one at a time, in order: the actor waited for this one since the last ended.
+        """
+        idle_s = time.perf_counter() - self._idle_since
+        rollout = self.collector.collect(policy_version, weights, reported_by_others, actor_idle_s=idle_s)
         assert rollout is not None, "a Ray actor's rollouts are never stopped midway"
+        self._idle_since = time.perf_counter()
         return rollout
 
 
@@ -194,7 +197,7 @@ class _ActorSlot:
         return self.handle.where.remote()
 
     def send_weights(self, policy_version: int, weights: ray.ObjectRef, reported_by_others: list[Statistics]) -> None:
-        rollout = self.handle.collect.remote(policy_version, weights, list(reported_by_others), time.time())
+        rollout = self.handle.collect.remote(policy_version, weights, list(reported_by_others))
         self.requests.append(_Request(policy_version, weights, rollout))
 
     def receive_rollout(self) -> Rollout:
@@ -316,7 +319,7 @@ class RayActorGroup(ActorGroup):
         Replace a failed actor by a new one, with fresh envs and the learner's statistics, and ask it
         again for the rollouts the failed one owed (with the same weights, so the lag stays bounded).
         """
-        self.model.logger.log(f"{slot.name} failed and is restarted:\n{error}")
+        warnings.warn(f"The {slot.name} failed and is restarted (once):\n{error}", RuntimeWarning, stacklevel=2)
         slot.close()
         slot.restarts += 1
         self.restarts += 1
