@@ -6,16 +6,14 @@ without ``checkpoint_freq`` nothing changes.
 """
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_benchmark import pid_alive, run_benchmark
 
 from sb3_apo.benchmark import files
 from sb3_apo.benchmark.callbacks import DiagnosticsCSVCallback
@@ -29,29 +27,6 @@ ARGS += ["-n", str(N_TIMESTEPS), "--eval-freq", str(BATCH), "--eval-episodes", "
 ARGS += ["--variant", VARIANT, "--status-every", "5", "--checkpoint-freq", str(2 * BATCH)]
 
 
-def run_benchmark(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sb3_apo.benchmark", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-
-
-def wait_until_dead(pid: int) -> None:
-    while True:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as file:
-                if file.read().split(")")[-1].split()[0] == "Z":
-                    return
-        except (ProcessLookupError, FileNotFoundError):
-            return
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_run_killed_after_its_checkpoints_resumes_from_the_latest_complete_one(tmp_path):
     folder = tmp_path / "grid" / "Pendulum-v1" / "apo" / "tiny" / "seed_0"
@@ -62,7 +37,8 @@ def test_a_run_killed_after_its_checkpoints_resumes_from_the_latest_complete_one
     child_pid = files.read_json(folder / files.PROGRESS_FILE)["pid"]
     runner.send_signal(signal.SIGKILL)
     runner.communicate(timeout=30)
-    wait_until_dead(child_pid)  # the run dies with its runner
+    while pid_alive(child_pid):  # the run dies with its runner
+        time.sleep(0.05)
     assert not (folder / files.DONE_FILE).exists()
     original_command = (folder / files.COMMAND_FILE).read_text()
 
