@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: rl-zoo3's scripts that take ``--algo``: each has a wrapper.
 SCRIPTS = ("train", "enjoy", "record_video", "record_training", "load_from_hub", "push_to_hub")
 #: The flags a wrapper adds to rl-zoo3's (distributed tuning).
-OWN_FLAGS = {"train": {"--heartbeat-interval", "--grace-period", "--max-retry"}}
+OWN_FLAGS = {"train": {"--heartbeat-interval", "--grace-period", "--max-retry", "--resume-from"}}
 
 
 def option_flags(help_text: str) -> set[str]:

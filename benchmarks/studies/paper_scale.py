@@ -6,8 +6,9 @@ Tiers 1 and 2 are one queue, seed by seed, two runs at a time, each with one tor
 rl-zoo3's own tuned PPO entries (``benchmarks/studies/zoo_tuned/``, the launcher's ``-conf``) for 1M steps,
 unchanged as ``ppo`` and as ``apo`` with APO's own parameters at their defaults, into its own results folder;
 since the file differs by algorithm, it runs seed by seed, each algorithm's three envs in turn. The runner is
-resumable: run the same command again and it finishes what is missing (a run that was cut short restarts
-from its beginning). Run from the repository root, with the environment's ``python`` first on the PATH::
+resumable: run the same command again and it finishes what is missing; a run of tiers 1 and 2 that was cut
+short resumes from its latest checkpoint (one every 1M steps), a tier-3 run restarts from its beginning.
+Run from the repository root, with the environment's ``python`` first on the PATH::
 
     python benchmarks/studies/paper_scale.py            # tiers 1 and 2
     python benchmarks/studies/paper_scale.py --tiers 1  # HalfCheetah-v5 at 50 epochs only
@@ -77,8 +78,9 @@ def main() -> int:
     if tiers:
         runs = [RunSpec(env, algo, variant, seed) for tier in tiers for seed in SEEDS for env, algo, variant in TIERS[tier]]
         settings = GridSettings(
-            results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python"
-        )
+            results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python",
+            checkpoint_freq=1_000_000,
+        )  # fmt: skip
         status = GridRunner(runs, settings, jobs=args.jobs).run(argv=argv)
     if ZOO_TUNED_TIER in args.tiers and status != 130:  # not after an interruption
         for settings, runs in zoo_tuned_queue():

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads-per-run", type=int, default=1, help="torch/BLAS threads per run (default: 1)")
     run.add_argument("--launcher-verbose", type=int, default=0, help="the launcher's --verbose (default: 0)")
     run.add_argument("--status-every", type=float, default=60.0, help="seconds between status lines (default: 60)")
+    run.add_argument(
+        "--checkpoint-freq",
+        type=int,
+        default=0,
+        help="checkpoint each run every N timesteps; a run cut short resumes from its latest checkpoint "
+        "(default: 0, none: it restarts)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the runs and their commands, run nothing")
 
     return parser
@@ -91,6 +98,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: Sequence[str]) -> int
         threads_per_run=args.threads_per_run,
         verbose=args.launcher_verbose,
         extra_args=tuple(extra),
+        checkpoint_freq=args.checkpoint_freq,
     )
     runs = plan_grid(args.envs, args.algos, variants, args.seeds)
     runner = GridRunner(runs, settings, jobs=args.jobs, status_every=args.status_every)

@@ -5,6 +5,7 @@ Everything the benchmark writes is plain text (JSON, CSV, Markdown), so that a
 results folder can be committed, diffed and read without this package.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -29,6 +30,12 @@ EVALUATIONS_NPZ = "evaluations.npz"
 PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 ZOO_FOLDER = "zoo"
+RESUMES_FILE = "resumes.json"
+#: The run's checkpoints, one folder each, named by its timestep (``checkpoints/1000000/``).
+CHECKPOINTS_FOLDER = "checkpoints"
+#: In a checkpoint folder: the model, and the record written last (timestep, file digests, callback state).
+CHECKPOINT_MODEL = "model.zip"
+CHECKPOINT_RECORD = "checkpoint.json"
 #: Environment variable in which the grid runner gives its process id to the runs it starts.
 RUNNER_PID_VARIABLE = "SB3_APO_BENCHMARK_RUNNER_PID"
 
@@ -63,7 +70,16 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    fsync_folder(path.parent)  # make the rename itself durable
+
+
+def fsync_folder(path: str | os.PathLike[str]) -> None:
+    """
+    Flush a folder's entries to disk, so that a rename into it survives a crash.
+
+    :param path: the folder
+    """
+    folder = os.open(path, os.O_RDONLY)
     try:
         os.fsync(folder)
     finally:
@@ -88,3 +104,38 @@ def safe_name(text: str) -> str:
     :param text: the name to clean
     """
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """
+    The SHA-256 digest of a file, in hexadecimal.
+
+    :param path: the file
+    """
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def valid_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
+    """
+    A run's complete checkpoints, the latest first: the folders ``checkpoints/<timestep>/`` whose
+    ``checkpoint.json`` names that timestep and whose every listed file has the recorded digest.
+    A temporary folder left by a run killed while writing one, or a damaged checkpoint, is not listed.
+
+    :param folder: the run folder
+    """
+    found = []
+    root = Path(folder) / CHECKPOINTS_FOLDER
+    for path in root.iterdir() if root.is_dir() else ():
+        if not path.name.isdigit():
+            continue
+        try:
+            record = read_json(path / CHECKPOINT_RECORD)
+            digests = record["files"]
+            complete = record["timesteps"] == int(path.name) and CHECKPOINT_MODEL in digests
+            complete = complete and all(file_digest(path / name) == digest for name, digest in digests.items())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, or not what the callback writes
+            complete = False
+        if complete:
+            found.append(path)
+    return sorted(found, key=lambda path: int(path.name), reverse=True)

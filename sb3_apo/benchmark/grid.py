@@ -7,7 +7,10 @@ writes ``settings.json`` and ``command.txt`` when the run starts, and
 ``done.json`` last, atomically, once the run has trained its whole budget and
 its files are in place: a folder with ``done.json`` is finished and never run
 again; a folder without it (an interrupted or failed run) is deleted and the
-run starts again from scratch. See ``docs/benchmarks.md`` for every file.
+run starts again from scratch, unless the grid writes checkpoints
+(``GridSettings.checkpoint_freq``) and the folder has a complete one made with the
+same settings: then the run resumes from its latest checkpoint (the launcher's
+``--resume-from``). See ``docs/benchmarks.md`` for every file.
 """
 
 import argparse
@@ -55,7 +58,7 @@ RESERVED_OPTIONS: tuple[str, ...] = (
     "-n",
     "--n-timesteps",
 )
-RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose")
+RESERVED_OPTIONS += ("--eval-freq", "--eval-episodes", "--n-eval-envs", "--num-threads", "--verbose", "--resume-from")
 LOCK_FILE = ".runner.lock"
 RUNNER_COMMANDS_FILE = "runner_commands.txt"
 
@@ -165,6 +168,11 @@ class GridSettings:
         logged is in ``diagnostics.csv`` anyway)
     :param extra_args: further launcher arguments, the same for every run
     :param python: the Python interpreter that runs the launcher
+    :param checkpoint_freq: each run writes a checkpoint every this many timesteps, and a run cut short
+        resumes from its latest one (0: no checkpoint, a run cut short restarts from scratch); resuming
+        needs a launcher with ``--resume-from`` (``sb3_apo.train``). It does not enter a run's settings:
+        a resumed run differs from an uninterrupted one only in its random-number streams (see
+        :class:`~sb3_apo.benchmark.callbacks.DiagnosticsCSVCallback`)
     """
 
     results: Path
@@ -177,8 +185,13 @@ class GridSettings:
     verbose: int = 0
     extra_args: tuple[str, ...] = ()
     python: str = field(default=sys.executable)
+    checkpoint_freq: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.checkpoint_freq, bool) or not isinstance(self.checkpoint_freq, int) or self.checkpoint_freq < 0:
+            raise GridError(
+                f"--checkpoint-freq must be a whole number of timesteps >= 0 (0: none), got {self.checkpoint_freq!r}."
+            )
         counts = {"--threads-per-run": self.threads_per_run, "--eval-episodes": self.eval_episodes}
         counts["--n-eval-envs"] = self.n_eval_envs
         if self.n_timesteps is not None:
@@ -239,15 +252,19 @@ class RunSpec:
             "extra_args": mask_command(grid.extra_args),
         }
 
-    def command(self, grid: GridSettings) -> list[str]:
+    def command(self, grid: GridSettings, resume_from: Path | None = None) -> list[str]:
         """
         The launcher command of the run.
 
         :param grid: the grid's settings
+        :param resume_from: the checkpoint model to resume the run from (``None``: from scratch)
         """
         folder = self.folder(grid.results)
+        callback_kwargs: dict[str, Any] = {"folder": str(folder), "seed": self.seed}
+        if grid.checkpoint_freq > 0:
+            callback_kwargs["checkpoint_freq"] = grid.checkpoint_freq
         # JSON is also a Python expression, and its double quotes keep the shell quoting of command.txt readable
-        callback = json.dumps([{CALLBACK_PATH: {"folder": str(folder), "seed": self.seed}}])
+        callback = json.dumps([{CALLBACK_PATH: callback_kwargs}])
         params = [f"{key}:{value}" for key, value in self.variant.params] + [f"callback:{callback}"]
         command = [grid.python, "-m", grid.launcher, "--algo", self.algo, "--env", self.env, "--seed", str(self.seed)]
         command += ["-f", str(folder / files.ZOO_FOLDER)]
@@ -256,6 +273,8 @@ class RunSpec:
         command += ["--eval-freq", str(grid.eval_freq), "--eval-episodes", str(grid.eval_episodes)]
         command += ["--n-eval-envs", str(grid.n_eval_envs), "--num-threads", str(grid.threads_per_run)]
         command += ["--verbose", str(grid.verbose)]
+        if resume_from is not None:
+            command += ["--resume-from", str(resume_from)]
         command += [*grid.extra_args, "-params", *params]
         return command
 
@@ -371,6 +390,15 @@ def _finished_settings(done: Path) -> dict[str, Any]:
     return record["settings"]
 
 
+def _resumes(folder: Path) -> list[dict[str, Any]]:
+    """The resumes of a run so far (``resumes.json``: timestep, time and command of each), oldest first."""
+    try:
+        resumes = files.read_json(folder / files.RESUMES_FILE)
+    except (OSError, ValueError):
+        return []
+    return resumes if isinstance(resumes, list) else []
+
+
 def _log_tail(path: Path, n_lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-n_lines:])
@@ -448,18 +476,52 @@ class GridRunner:
             )
         return pending
 
+    def _checkpoint_to_resume(self, spec: RunSpec) -> Path | None:
+        """
+        The latest complete checkpoint of an unfinished run made with the grid's settings, when the
+        grid writes checkpoints; else ``None`` (the run starts from scratch).
+
+        :param spec: the run
+        """
+        folder = spec.folder(self.settings.results)
+        if self.settings.checkpoint_freq <= 0:
+            return None
+        try:
+            same_settings = files.read_json(folder / files.SETTINGS_FILE) == spec.settings(self.settings)
+        except (OSError, ValueError):
+            return None
+        checkpoints = files.valid_checkpoints(folder) if same_settings else []
+        return checkpoints[0] if checkpoints else None
+
     def _start(self, spec: RunSpec) -> _Running:
         folder = spec.folder(self.settings.results)
-        if folder.exists():
-            self._print(f"restarting {spec.key} from scratch (interrupted or failed before)")
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        command = spec.command(self.settings)
         thread_env = _thread_environment(self.settings.threads_per_run)
-        files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
         env_prefix = " ".join(f"{name}={value}" for name, value in thread_env.items())
-        (folder / files.COMMAND_FILE).write_text(f"{env_prefix} {shlex.join(recorded_command(command))}\n", encoding="utf-8")
-        log = open(folder / files.STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
+        checkpoint = self._checkpoint_to_resume(spec)
+        if checkpoint is None:
+            if folder.exists():
+                self._print(f"restarting {spec.key} from scratch (interrupted or failed before)")
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            command = spec.command(self.settings)
+            files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
+            (folder / files.COMMAND_FILE).write_text(
+                f"{env_prefix} {shlex.join(recorded_command(command))}\n", encoding="utf-8"
+            )
+            log = open(folder / files.STDOUT_FILE, "w", encoding="utf-8")  # noqa: SIM115 - closed in _execute
+        else:
+            # command.txt keeps the run's original command; each resume is recorded in resumes.json
+            command = spec.command(self.settings, resume_from=checkpoint / files.CHECKPOINT_MODEL)
+            for name in (files.FAILED_FILE, files.TRAINING_FILE):
+                (folder / name).unlink(missing_ok=True)
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            resume = {"timestep": int(checkpoint.name), "at": stamp}
+            resume["command"] = f"{env_prefix} {shlex.join(recorded_command(command))}"
+            files.atomic_write_json(folder / files.RESUMES_FILE, [*_resumes(folder), resume])
+            log = open(folder / files.STDOUT_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in _execute
+            log.write(f"\n--- {stamp}: resumed from the checkpoint at timestep {checkpoint.name} ---\n")
+            log.flush()
+            self._print(f"resuming {spec.key} from its checkpoint at timestep {checkpoint.name}")
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -525,6 +587,7 @@ class GridRunner:
         final_eval = _evaluations(zoo_run, folder)
         if final_eval is None and self.settings.eval_freq > 0:
             return f"no evaluation in {zoo_run / files.EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
+        resumes = _resumes(folder)
         configs = sorted(zoo_run.glob("*/config.yml"))
         hyperparams = _load_zoo_config(configs[0]) if configs else {}
         if not (folder / files.DIAGNOSTICS_FILE).is_file():
@@ -542,7 +605,12 @@ class GridRunner:
                 "command": (folder / files.COMMAND_FILE).read_text(encoding="utf-8").strip(),
                 "zoo_folder": str(zoo_run.relative_to(folder)),
                 "timesteps": training["timesteps"],
+                # with resumes: the resumes' timesteps and commands (command stays the original one)
+                "resumed_at": [resume["timestep"] for resume in resumes],
+                "resume_commands": [resume["command"] for resume in resumes],
+                # the wall time of the last launch only, which started at this timestep; the learn times sum the kept segments
                 "wall_time_s": wall_time,
+                "wall_time_from_timestep": resumes[-1]["timestep"] if resumes else 0,
                 "learn_time_s": training["learn_time_s"],
                 "steps_per_s": training["steps_per_s"],
                 "steps_per_s_median_update": training["steps_per_s_median_update"],
@@ -557,6 +625,7 @@ class GridRunner:
                 "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
+        shutil.rmtree(folder / files.CHECKPOINTS_FOLDER, ignore_errors=True)  # binary files, of no use once finished
         return None
 
     def _print(self, message: str) -> None:
@@ -645,7 +714,11 @@ class GridRunner:
             pool.shutdown(cancel_futures=True)
             self._print(
                 f"interrupted; stopped {n_running} run(s). Run the same command again to resume: finished runs are kept, "
-                "unfinished ones restart."
+                + (
+                    "unfinished ones resume from their latest checkpoint."
+                    if self.settings.checkpoint_freq > 0
+                    else "unfinished ones restart."
+                )
             )
             return 130
         finally:

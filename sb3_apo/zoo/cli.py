@@ -28,8 +28,8 @@ hyperparameters are the default (:func:`sb3_apo.zoo.registry.find_hyperparams`);
 ``enjoy``, ``record_video`` and ``record_training`` read ``logs/`` by default
 (where ``train`` writes); ``train`` accepts three options of its own for
 distributed tuning, ``--heartbeat-interval``, ``--grace-period`` and
-``--max-retry``; ``push_to_hub`` writes a model card whose commands are this
-package's (:mod:`sb3_apo.zoo.hub`).
+``--max-retry``, and ``--resume-from`` to continue a run from a checkpoint;
+``push_to_hub`` writes a model card whose commands are this package's (:mod:`sb3_apo.zoo.hub`).
 """
 
 import argparse
@@ -89,6 +89,15 @@ def _tuning_parser(prog: str) -> argparse.ArgumentParser:
         default=3,
         metavar="N",
         help="how many times the hyperparameters of a dead or interrupted trial are queued again (default: 3)",
+    )
+    resuming = parser.add_argument_group("resuming (sb3-apo's option)")
+    resuming.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="MODEL.zip",
+        help="continue a run cut short from this checkpoint model, up to the same -n budget: the timestep count and "
+        "the schedules go on; evaluations.npz and <env>/vecnormalize.pkl next to it (rl-zoo3's run folder layout) "
+        "give the evaluation history and the VecNormalize statistics",
     )
     return parser
 
@@ -360,7 +369,7 @@ def train(argv: Sequence[str] | None = None) -> int:
     ``sb3-apo-train``: ``rl_zoo3.train`` with this package's algorithms and hyperparameter files.
 
     Every ``rl_zoo3.train`` flag is accepted, plus ``--heartbeat-interval``,
-    ``--grace-period`` and ``--max-retry`` for distributed tuning.
+    ``--grace-period`` and ``--max-retry`` for distributed tuning, and ``--resume-from``.
 
     :param argv: the arguments; ``None``: ``sys.argv[1:]``
     :return: the exit status
@@ -390,7 +399,8 @@ def train(argv: Sequence[str] | None = None) -> int:
         from sb3_apo.zoo._compat import run_rl_zoo3_train
         from sb3_apo.zoo.exp_manager import ZooExperimentManager
 
-        run_rl_zoo3_train(type("ZooExperimentManager", (ZooExperimentManager,), {"heartbeat": heartbeat}))
+        settings = {"heartbeat": heartbeat, "resume_from": options.resume_from}
+        run_rl_zoo3_train(type("ZooExperimentManager", (ZooExperimentManager,), settings))
 
     return _run(prog, rest, command)
 

@@ -15,6 +15,10 @@ rl-zoo3's ``ExperimentManager``, with the project's defaults and robust tuning.
   removes the run folder it created;
 - numbers PyYAML reads as strings (``learning_rate: 1e-3``) are read as numbers;
 - ``--trial-id 0`` loads trial 0 (rl-zoo3 ignores it);
+- ``--resume-from MODEL.zip`` continues a run cut short from a checkpoint laid out like
+  rl-zoo3's run folder (``evaluations.npz`` and ``<env>/vecnormalize.pkl`` next to the model):
+  rl-zoo3's ``-i`` loading, then the remaining timesteps with the timestep count, the
+  schedules and the evaluation history going on (:meth:`ZooExperimentManager.learn`);
 - hyperparameter optimisation with crash recovery: the storage is opened with a
   heartbeat (:mod:`sb3_apo.zoo.storage`), each trial records the worker that ran
   it, an interrupted trial is queued again, a lost storage is reported in one
@@ -43,12 +47,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from pprint import pprint
 from typing import Any, ClassVar
 
+import numpy as np
 import optuna
 import yaml
 from optuna.storages import BaseStorage
@@ -57,6 +62,7 @@ from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_apo.common.env_recipe import EnvRecipe, attach_recipe
@@ -222,6 +228,8 @@ class ZooExperimentManager(ExperimentManager):
 
     #: Crash-recovery settings of tuning workers; the launcher sets them from its command line.
     heartbeat: ClassVar[HeartbeatOptions] = HeartbeatOptions()
+    #: ``--resume-from``: the checkpoint model a run cut short continues from (``None``: train from scratch).
+    resume_from: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -248,6 +256,13 @@ class ZooExperimentManager(ExperimentManager):
                 f"-n/--n-timesteps must be a positive number of steps, got {self.n_timesteps} "
                 "(leave it out to train for the n_timesteps of the hyperparameter file)."
             )
+        if self.resume_from is not None:
+            if not (self.resume_from.endswith(".zip") and os.path.isfile(self.resume_from)):
+                raise ZooError(f"--resume-from {self.resume_from}: no such model; give the .zip file of a checkpoint.")
+            if self.trained_agent or self.optimize_hyperparameters:
+                raise ZooError("--resume-from continues a run: it cannot be combined with -i/--trained-agent or -optimize.")
+            # rl-zoo3's -i: the model, and the VecNormalize statistics in <env>/vecnormalize.pkl next to it
+            self.trained_agent, self.continue_training = self.resume_from, True
         if trial_id is not None and not (self.storage and self.study_name):
             raise ZooError("--trial-id needs the study it belongs to: give --storage and --study-name too.")
         if self.optimize_hyperparameters and self.storage and not self.study_name:
@@ -422,6 +437,59 @@ class ZooExperimentManager(ExperimentManager):
             if isinstance(error, (ValueError, TypeError, AssertionError)):
                 raise ZooError(f"Cannot set up {self.algo} on {self.env_name.gym_id}: {error}") from error
             raise
+
+    def create_callbacks(self) -> None:
+        """
+        rl-zoo3's callbacks; with ``--resume-from``, the evaluation callback starts with the
+        checkpoint's history (``evaluations.npz`` next to the model, rl-zoo3's format), so that
+        ``evaluations.npz`` covers the whole run and the best mean reward is the whole run's.
+        """
+        super().create_callbacks()
+        if self.resume_from is None:
+            return
+        history = os.path.join(os.path.dirname(self.resume_from), "evaluations.npz")
+        for callback in self.callbacks:
+            if isinstance(callback, EvalCallback) and os.path.isfile(history):
+                with np.load(history) as data:
+                    callback.evaluations_timesteps = [int(step) for step in data["timesteps"]]
+                    callback.evaluations_results = [list(row) for row in data["results"]]
+                    callback.evaluations_length = [list(row) for row in data["ep_lengths"]]
+                    if "successes" in data:
+                        callback.evaluations_successes = [list(row) for row in data["successes"]]
+                shutil.copyfile(history, f"{callback.log_path}.npz")  # the whole history, even before the next evaluation
+                means = [float(np.mean(row)) for row in callback.evaluations_results]
+                if means:  # as EvalCallback keeps them: the best and the last mean return
+                    callback.best_mean_reward, callback.last_mean_reward = max(means), means[-1]
+
+    def learn(self, model: BaseAlgorithm) -> None:
+        """
+        rl-zoo3's ``learn``; with ``--resume-from``, train the timesteps left to the budget with
+        ``reset_num_timesteps=False``, so that ``num_timesteps``, the schedules (``lin_3e-4``
+        reads the progress ``1 - num_timesteps / budget``) and the callbacks' step counters
+        (hence the timesteps of the evaluations) go on where the checkpoint stopped.
+
+        :param model: the model, loaded from the checkpoint when resuming
+        """
+        if self.resume_from is None:
+            super().learn(model)
+            return
+        for callback in self.callbacks:
+            callback.n_calls = model.num_timesteps // model.n_envs  # where an uninterrupted run's counters are
+        kwargs: dict[str, Any] = {}
+        if self.log_interval != -1:  # rl-zoo3's rule: -1 the default, below -1 no logging
+            kwargs["log_interval"] = self.log_interval if self.log_interval > -1 else None
+        try:
+            model.learn(
+                max(self.n_timesteps - model.num_timesteps, 0), callback=self.callbacks, reset_num_timesteps=False, **kwargs
+            )
+        except KeyboardInterrupt:  # as rl-zoo3: the model is saved when training is interrupted
+            pass
+        finally:
+            if self.callbacks:  # as rl-zoo3, which ends its first callback here (a progress bar)
+                self.callbacks[0].on_training_end()
+            assert model.env is not None
+            with suppress(EOFError):  # as rl-zoo3: a subprocess environment may be gone already
+                model.env.close()
 
     # ------------------------------------------------------------------ tuning
 
