@@ -220,12 +220,13 @@ class Interrupts(BaseCallback):
 
     def __init__(self):
         super().__init__()
-        self.pids, self.rollouts = [], 0
+        self.pids, self.niceness, self.rollouts = [], [], 0
 
     def _on_rollout_end(self):
         self.rollouts += 1
         if self.rollouts == 2:
             self.pids = list(self.model._rollout_actor.pids)
+            self.niceness = [os.getpriority(os.PRIO_PROCESS, pid) for pid in self.pids]
             raise KeyboardInterrupt
 
     def _on_step(self):
@@ -246,6 +247,8 @@ def test_ctrl_c_stops_the_ray_actors_and_the_local_instance():
     model = small_apo("Pendulum-v1", n_actors=2)
     with pytest.raises(KeyboardInterrupt):
         model.learn(10 * model.n_steps * 2, callback=interrupts)
+    # The local instance's actors run at the learner's niceness (Ray's default for workers is 15)
+    assert interrupts.niceness == [os.getpriority(os.PRIO_PROCESS, 0)] * 2
     assert not ray.is_initialized() and model._rollout_actor is None
     deadline = time.monotonic() + 30
     while any(map(_alive, interrupts.pids)) and time.monotonic() < deadline:

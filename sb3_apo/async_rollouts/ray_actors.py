@@ -4,8 +4,8 @@ placed anywhere on the cluster that ``ray.init()`` connects to, behind the same
 :class:`~sb3_apo.async_rollouts.rollout.RolloutActor` interface as the forked actors.
 
 - **Where.** With ``RAY_ADDRESS`` set, Ray connects to that cluster; otherwise the package starts
-  a local instance, and shuts it down when the actors close. A Ray that the user initialised is
-  used as it is, and left running.
+  a local instance (whose workers run at the learner's niceness, not Ray's default 15), and shuts
+  it down when the actors close. A Ray that the user initialised is used as it is, and left running.
 - **Envs.** A Ray actor cannot inherit the learner's ``VecEnv``: it builds its shard from the
   model's :class:`~sb3_apo.common.env_recipe.EnvRecipe`, with the seeds the same envs have in the
   learner, and takes the learner's ``VecNormalize`` statistics, observations and random state, so
@@ -154,7 +154,9 @@ def connect() -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        # Ray starts its workers at niceness 15 by default: on a machine whose cores the learner keeps
+        # busy, such actors would collect only while it waits. Forked actors run at the learner's own.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, _system_config={"worker_niceness": 0})
     return True
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 import ray
 
+from sb3_apo.async_rollouts.ray_actors import connect
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
 from benchmarks.speed import rate_ratio, rate_ratio_interval, run_speed  # noqa: E402
 
@@ -43,7 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps-per-round", type=int, default=98_304)
     args = parser.parse_args()
-    ray.init(address="local", include_dashboard=False)
+    connect()  # a local instance, as the package starts one
     try:
         run_speed(
             env_id="Hopper-v5",

@@ -30,6 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_apo import APO, VecEnvRecipe
+from sb3_apo.async_rollouts.ray_actors import connect
 
 # Ray workers import nothing from benchmarks/: this module's env wrapper travels by value
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -136,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/scaling.py", *sys.argv[1:]]) + "\n")
-    ray.init(address="local", include_dashboard=False)
+    connect()  # a local instance, as the package starts one
     frames = []
     try:
         for n_actors in args.actors:
