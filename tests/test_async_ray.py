@@ -98,6 +98,18 @@ def test_the_ray_backend_refuses_an_env_it_cannot_rebuild():
         small_apo(VecNormalize(VecEnvRecipe("Pendulum-v1", n_envs=2).build()))
 
 
+def test_forked_actors_warn_in_a_process_where_ray_is_initialised(monkeypatch):
+    class InitialisedRay:
+        @staticmethod
+        def is_initialized():
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray", InitialisedRay)
+    model = small_apo("Pendulum-v1", actor_backend="fork")
+    with pytest.warns(RuntimeWarning, match="Ray is initialised.*actor_backend='ray', or call ray.shutdown"):
+        model.learn(2 * model.n_steps)
+
+
 def test_an_env_id_gives_one_env_per_actor():
     for backend in ("fork", "ray"):
         model = small_apo("Pendulum-v1", n_actors=3, actor_backend=backend)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -359,6 +360,15 @@ class ForkedRolloutActor(RolloutActor):
         return [self.pid]
 
     def start(self) -> None:
+        ray = sys.modules.get("ray")
+        if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+            warnings.warn(
+                f"Forking the {self.name} from a process in which Ray is initialised, with Ray's threads running, is "
+                "unsafe: a forked actor was seen waiting forever (training then stops after SILENCE_TIMEOUT_S). Use "
+                "actor_backend='ray', or call ray.shutdown() before learn().",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         context = mp.get_context("fork")
         cpu_policy = None
         if self.model.device.type != "cpu":

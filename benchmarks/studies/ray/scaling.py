@@ -1,8 +1,9 @@
 """
 Scaling of collection with the number of actors, on an env whose step waits 5 ms outside
 Python's CPU (``time.sleep`` around Hopper-v5: a simulator running elsewhere), 16 envs, 1, 2, 4,
-8 and 16 actors, forked and on Ray (a local instance, started once). APO with the project's
-Hopper settings but 16 envs x 128 steps (a rollout of 2,048 steps), ``max_policy_lag=1``.
+8 and 16 actors, forked and on Ray (a local instance, as the package starts one). APO with the
+project's Hopper settings but 16 envs x 128 steps (a rollout of 2,048 steps), ``max_policy_lag=1``.
+Each run is a process of its own: forking a process in which Ray is initialised can hang.
 
 Per run, after a first rollout that is not counted: the **collection** rate, a rollout's steps
 over the seconds its slowest actor spent collecting (``async/actor_collect_s``), averaged over
@@ -18,6 +19,7 @@ and CPU-bound (no wait), for the throughput model: ``--step-wait-ms 0 --actors 1
 import argparse
 import functools
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -134,21 +136,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-wait-ms", type=float, default=1000 * STEP_WAIT_S, help="wait per env step (default: 5)")
     parser.add_argument("--actors", type=int, nargs="+", default=list(ACTORS), help="numbers of actors (default: 1 2 4 8 16)")
+    parser.add_argument("--one", nargs=2, metavar=("BACKEND", "N_ACTORS"), help=argparse.SUPPRESS)  # a run, in its process
     args = parser.parse_args()
+    if args.one:
+        backend, n_actors = args.one[0], int(args.one[1])
+        if backend == "ray":
+            connect()  # a local instance, as the package starts one
+        try:
+            measure(backend, n_actors, args.rollouts, args.seed, args.step_wait_ms / 1000).to_csv(
+                args.out / "run.csv", index=False
+            )
+        finally:
+            ray.shutdown()
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/scaling.py", *sys.argv[1:]]) + "\n")
-    connect()  # a local instance, as the package starts one
     frames = []
-    try:
-        for n_actors in args.actors:
-            for backend in ("fork", "ray"):
-                frames.append(measure(backend, n_actors, args.rollouts, args.seed, args.step_wait_ms / 1000))
-                counted = frames[-1][frames[-1].rollout >= 1]
-                rate = N_STEPS * N_ENVS * len(counted) / counted.actor_collect_s.sum()
-                print(f"{backend}, {n_actors} actor(s): collection {rate:.0f} steps/s", flush=True)
-                pd.concat(frames).to_csv(args.out / "scaling.csv", index=False)
-    finally:
-        ray.shutdown()
+    for n_actors in args.actors:
+        for backend in ("fork", "ray"):
+            one = ["--one", backend, str(n_actors), "--rollouts", str(args.rollouts), "--seed", str(args.seed)]
+            one += ["--step-wait-ms", str(args.step_wait_ms), "--out", str(args.out)]
+            subprocess.run([sys.executable, __file__, *one], check=True)
+            frames.append(pd.read_csv(args.out / "run.csv"))
+            (args.out / "run.csv").unlink()
+            counted = frames[-1][frames[-1].rollout >= 1]
+            rate = N_STEPS * N_ENVS * len(counted) / counted.actor_collect_s.sum()
+            print(f"{backend}, {n_actors} actor(s): collection {rate:.0f} steps/s", flush=True)
+            pd.concat(frames).to_csv(args.out / "scaling.csv", index=False)
     table = summarise(pd.concat(frames))
     (args.out / "scaling.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")
     print(table.to_string(index=False))
