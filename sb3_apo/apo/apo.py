@@ -15,7 +15,9 @@ from sb3_apo.common.env_recipe import EnvRecipe
 from sb3_apo.common.on_policy import Minibatch, PPOFamilyAlgorithm, clipped_surrogate
 
 #: ``anchor_coef="auto"`` keeps the adapted coefficient within these bounds (our choice): below
-#: 1e-3 the anchor term no longer acts, above 1e3 it freezes the policy.
+#: 1e-3 the anchor term no longer acts. Raising it does not shrink an update without bound: with
+#: gradient clipping and Adam, a larger coefficient turns the step, not its size
+#: (results/paper_scale/README.md: a run at the upper bound diverged at 50 epochs).
 ANCHOR_COEF_BOUNDS = (1e-3, 1e3)
 ANCHOR_MODES = ("chi2", "parity")
 ANCHOR_ESTIMATORS = ("sample", "exact")
