@@ -20,6 +20,7 @@ from test_benchmark import run_benchmark
 
 from benchmarks import report
 from sb3_apo.benchmark import files
+from sb3_apo.benchmark.__main__ import main as benchmark_main
 from sb3_apo.benchmark.grid import GridError, GridRunner, GridSettings, Variant, plan_grid
 from sb3_apo.zoo import cli
 from sb3_apo.zoo.errors import EXIT_DIVERGED
@@ -44,7 +45,7 @@ def test_the_launcher_exits_with_its_own_status_when_training_diverges(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_diverged_run_is_recorded_with_its_evaluations_and_never_run_again(tmp_path):
+def test_a_diverged_run_is_recorded_with_its_evaluations_and_never_run_again(tmp_path, monkeypatch, capsys):
     args = ["run", "--results", "grid", "--algos", "apo", "--envs", "CartPole-v1", "--seeds", "0", "--jobs", "1"]
     args += ["-n", str(N_TIMESTEPS), "--eval-freq", str(EVAL_FREQ), "--eval-episodes", "1", "--n-eval-envs", "1"]
     args += ["--variant", f"diverging:{DIVERGING}", "--status-every", "5", "--checkpoint-freq", str(N_STEPS)]
@@ -81,6 +82,11 @@ def test_a_diverged_run_is_recorded_with_its_evaluations_and_never_run_again(tmp
     assert "0 already finished, 0 to run" in output and "1 diverged before (final: not run again)" in output
     assert "started" not in output and "1 diverged: CartPole-v1/apo/diverging/seed_0" in output
     assert (folder / files.DIVERGED_FILE).read_bytes() == record
+
+    # the dry run says so
+    monkeypatch.chdir(tmp_path)
+    assert benchmark_main([*args, "--dry-run"]) == 0
+    assert "CartPole-v1/apo/diverging/seed_0: diverged (final)" in capsys.readouterr().out
 
     # asked with other settings, it is refused as a finished run is
     runs = plan_grid(["CartPole-v1"], ["apo"], [Variant.parse(f"diverging:{DIVERGING}")], [0])
