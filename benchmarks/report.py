@@ -8,7 +8,9 @@ variant), the report gives, with the metrics of `rliable <https://github.com/goo
 (Agarwal et al., 2021), the interquartile mean (IQM) of both over the seeds with a 95%
 stratified-bootstrap interval, and the probability of improvement over PPO-clip (SB3's ``ppo``
 with the same ``n_epochs``, the same variant where there is one) with its interval and a verdict
-that goes no further than it; and the code commits that made the row's runs.
+that goes no further than it; and the code commits that made the row's runs. A run whose training
+diverged (``diverged.json``: a non-finite loss, gradient or rollout stopped it) has no score: each
+row counts its diverged runs, which are left out of every statistic, curve and diagnostic, and listed.
 Outputs, in ``<results>/report/`` unless told otherwise:
 
 - ``summary.md``: those tables, the diagnostics table and the figures;
@@ -34,7 +36,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sb3_apo.benchmark.files import DIAGNOSTICS_FILE, DONE_FILE, EVALUATIONS_CSV, SETTINGS_FILE, read_json, safe_name
+from sb3_apo.benchmark.files import (
+    DIAGNOSTICS_FILE,
+    DIVERGED_FILE,
+    DONE_FILE,
+    EVALUATIONS_CSV,
+    SETTINGS_FILE,
+    read_json,
+    safe_name,
+)
 from sb3_apo.benchmark.grid import BASE_VARIANT
 from sb3_apo.zoo.registry import ZOO_ALGORITHMS
 
@@ -66,59 +76,98 @@ def format_number(value: Any) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
 
 
-def load_runs(results: Path, final_window: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], list[Path]]:
+def _run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run that ``done.json`` and ``diverged.json`` both record, as the run tables name them."""
+    params = {**(record.get("variant_params") or {}), **(record.get("hyperparams") or {})}
+    budget = (record.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or record["timesteps"]
+    return {
+        "env": record["env"],
+        "algo": record["algo"],
+        "variant": record["variant"],
+        "seed": int(record["seed"]),
+        "n_epochs": int(float(params["n_epochs"])) if "n_epochs" in params else None,
+        "budget_timesteps": int(float(budget)),
+        "timesteps": record.get("timesteps"),
+        "eval_episodes": record.get("eval_episodes"),
+    }
+
+
+def _code_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The commit (7 characters, ``unknown`` when not recorded) and whether it had uncommitted changes."""
+    code = record.get("code") or {}
+    return {"code_commit": (code.get("commit") or "unknown")[:7], "code_dirty": bool(code.get("dirty"))}
+
+
+def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """
-    Every finished run under a results folder.
+    Runs sorted by env, algorithm (the package's, then PPO, then others), variant (``base`` first) and seed,
+    with their ``label`` (``algo`` or ``algo [variant]``).
+
+    :param runs: one row per run, with ``env``, ``algo``, ``variant`` and ``seed``
+    """
+    if not len(runs):
+        return runs.assign(label=pd.Series(dtype=str))
+    order = {algo: index for index, algo in enumerate(ALGO_ORDER)}
+    runs = runs.assign(
+        _algo=runs["algo"].map(lambda algo: (order.get(algo, len(order)), algo)),
+        _variant=runs["variant"].map(lambda variant: (variant != BASE_VARIANT, variant)),
+    )
+    runs = runs.sort_values(["env", "_algo", "_variant", "seed"]).drop(columns=["_algo", "_variant"])
+    runs = runs.assign(label=[a if v == BASE_VARIANT else f"{a} [{v}]" for a, v in zip(runs["algo"], runs["variant"])])
+    return runs.reset_index(drop=True)
+
+
+def load_runs(
+    results: Path, final_window: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], list[Path], pd.DataFrame]:
+    """
+    Every finished and every diverged run under a results folder.
 
     :param results: the results folder
     :param final_window: evaluations averaged for a run's score
-    :return: one row per run (sorted by env, algorithm, variant, seed), every evaluation (with the
-        run's ``folder``), each run's ``diagnostics.csv`` by folder, and the unfinished run folders
+    :return: one row per finished run (sorted by env, algorithm, variant, seed), every evaluation (with the
+        run's ``folder``), each run's ``diagnostics.csv`` by folder, the unfinished run folders, and one row
+        per diverged run (``diverged.json``: no score; ``timesteps`` reached and the launcher's ``message``)
     """
     rows, logs, curves = [], {}, []
     for done_path in sorted(results.rglob(DONE_FILE)):
         folder, done = done_path.parent, read_json(done_path)
-        params = {**(done.get("variant_params") or {}), **(done.get("hyperparams") or {})}
-        budget = (done.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or done["timesteps"]
         evaluations = pd.read_csv(folder / EVALUATIONS_CSV) if (folder / EVALUATIONS_CSV).is_file() else pd.DataFrame()
         score, peak = final_and_peak(evaluations["mean_return"] if len(evaluations) else pd.Series(), final_window)
-        code = done.get("code") or {}
         name = str(folder.relative_to(results))
         logs[name] = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
         curves.append(evaluations.assign(folder=name, wall_s=wall_time_at(evaluations, logs[name])))
         rows.append(
             {
-                "env": done["env"],
-                "algo": done["algo"],
-                "variant": done["variant"],
-                "seed": int(done["seed"]),
-                "n_epochs": int(float(params["n_epochs"])) if "n_epochs" in params else None,
-                "budget_timesteps": int(float(budget)),
-                "timesteps": done.get("timesteps"),
-                "eval_episodes": done.get("eval_episodes"),
+                **_run_fields(done),
                 "score": score,
                 "peak": peak,
                 "peak_kept": score / peak if peak > 0 else np.nan,
-                "code_commit": (code.get("commit") or "unknown")[:7],
-                "code_dirty": bool(code.get("dirty")),
+                **_code_fields(done),
                 "steps_per_s": done.get("steps_per_s"),
                 "steps_per_s_median_update": done.get("steps_per_s_median_update"),
                 "wall_time_s": done.get("wall_time_s"),
                 "folder": name,
             }
         )
-    unfinished = sorted(path.parent for path in results.rglob(SETTINGS_FILE) if not (path.parent / DONE_FILE).is_file())
-    runs = pd.DataFrame(rows)
-    if len(runs):
-        order = {algo: index for index, algo in enumerate(ALGO_ORDER)}
-        runs = runs.assign(
-            _algo=runs["algo"].map(lambda algo: (order.get(algo, len(order)), algo)),
-            _variant=runs["variant"].map(lambda variant: (variant != BASE_VARIANT, variant)),
+    diverged = []
+    for path in sorted(results.rglob(DIVERGED_FILE)):
+        record = read_json(path)
+        diverged.append(
+            {
+                **_run_fields(record),
+                **_code_fields(record),
+                "wall_time_s": record.get("wall_time_s"),
+                "folder": str(path.parent.relative_to(results)),
+                "message": record.get("message") or "",
+            }
         )
-        runs = runs.sort_values(["env", "_algo", "_variant", "seed"]).drop(columns=["_algo", "_variant"])
-        runs = runs.assign(label=[a if v == BASE_VARIANT else f"{a} [{v}]" for a, v in zip(runs["algo"], runs["variant"])])
+    final = (DONE_FILE, DIVERGED_FILE)
+    unfinished = sorted(
+        path.parent for path in results.rglob(SETTINGS_FILE) if not any((path.parent / name).is_file() for name in final)
+    )
     evaluations = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return runs.reset_index(drop=True), evaluations, logs, unfinished
+    return order_runs(pd.DataFrame(rows)), evaluations, logs, unfinished, order_runs(pd.DataFrame(diverged))
 
 
 def final_and_peak(returns: pd.Series, window: int) -> tuple[float, float]:
@@ -237,26 +286,47 @@ def code_of(group: pd.DataFrame) -> str:
     return ("POOLED: " if len(parts) > 1 else "") + ", ".join(parts)
 
 
-def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
+def format_timesteps(value: Any) -> str:
+    """
+    A timestep count in a few characters: ``3.56M``, ``512k``, ``900`` (``?`` when unknown).
+
+    :param value: the count
+    """
+    if value is None or not np.isfinite(value):
+        return "?"
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:.3g}{suffix}"
+    return str(int(value))
+
+
+def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = None) -> pd.DataFrame:
     """
     One row per (env, algorithm, variant): seeds, budget, IQM of the scores with its interval, mean and
-    std, and the probability of improvement over PPO-clip with its interval.
+    std, and the probability of improvement over PPO-clip with its interval. Diverged runs have no score:
+    they are counted (``n_diverged``, with the timesteps each reached in ``diverged_at``) and left out of
+    every statistic; a row whose runs all diverged has no statistic.
 
-    :param runs: see :func:`load_runs`
+    :param runs: the finished runs (see :func:`load_runs`)
     :param reps: bootstrap replications
+    :param diverged: the diverged runs (see :func:`load_runs`)
     """
 
     def column(scores: pd.Series) -> np.ndarray:
         return scores.dropna().to_numpy(float)
 
+    everything = runs.assign(_diverged=False)
+    if diverged is not None and len(diverged):
+        everything = order_runs(pd.concat([everything, diverged.assign(_diverged=True)], ignore_index=True))
     rows = []
-    for (env, algo, variant), group in runs.groupby(["env", "algo", "variant"], sort=False):
+    for (env, algo, variant), whole in everything.groupby(["env", "algo", "variant"], sort=False):
+        group, lost = whole[~whole["_diverged"]], whole[whole["_diverged"]]
         scores, kept = column(group["score"]), column(group["peak_kept"])
         iqm = bootstrap_interval([scores], interquartile_mean, reps) if len(scores) else NO_INTERVAL
         iqm_kept = bootstrap_interval([kept], interquartile_mean, reps) if len(kept) else NO_INTERVAL
         # the PPO runs of the same env and n_epochs, the same variant first
         references = runs[(runs["env"] == env) & (runs["algo"] == REFERENCE)]
-        references = references[references["n_epochs"] == group["n_epochs"].iloc[0]]
+        references = references[references["n_epochs"] == whole["n_epochs"].iloc[0]]
         if len(references):
             same = references["variant"] == variant
             reference = references[same] if same.any() else references[references["variant"] == references["variant"].iloc[0]]
@@ -271,12 +341,14 @@ def summarise(runs: pd.DataFrame, reps: int) -> pd.DataFrame:
                 "env": env,
                 "algo": algo,
                 "variant": variant,
-                "label": group["label"].iloc[0],
-                "n_epochs": group["n_epochs"].iloc[0],
+                "label": whole["label"].iloc[0],
+                "n_epochs": whole["n_epochs"].iloc[0],
                 "n_seeds": len(group),
                 "seeds": " ".join(map(str, group["seed"])),
-                "budget_timesteps": " / ".join(map(str, sorted(set(group["budget_timesteps"])))),
-                "eval_episodes": group["eval_episodes"].iloc[0],
+                "n_diverged": len(lost),
+                "diverged_at": " ".join(str(int(t)) if pd.notna(t) else "?" for t in lost["timesteps"]),
+                "budget_timesteps": " / ".join(map(str, sorted(set(whole["budget_timesteps"])))),
+                "eval_episodes": whole["eval_episodes"].iloc[0],
                 "iqm": iqm[0],
                 "iqm_low": iqm[1],
                 "iqm_high": iqm[2],
@@ -461,6 +533,12 @@ def _fraction(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _diverged_cell(n_diverged: int, n_finished: int, reached: str) -> str:
+    """``1 of 5 (at 3.56M)``: the diverged runs of a row, of all its runs, and the timesteps each reached."""
+    at = ", ".join(format_timesteps(None if value == "?" else float(value)) for value in reached.split())
+    return f"{n_diverged} of {n_diverged + n_finished}" + (f" (at {at})" if n_diverged else "")
+
+
 def make_report(
     results: Path,
     out: Path | None = None,
@@ -483,7 +561,8 @@ def make_report(
     :param reps: bootstrap draws where the resamples are not enumerated (at least ``MIN_RESAMPLES`` are drawn)
     :param figures: whether to draw the PNG figures (the tables alone are much faster)
     :param labels: report only these algorithm labels (``apo``, ``apo [async]``, ...); default: every run
-    :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written and the ``unfinished`` run folders
+    :return: ``runs``, ``summary`` and ``diagnostics`` tables, the ``files`` written, the ``unfinished`` run folders
+        and the ``diverged`` runs
     :raises ValueError: on a bad ``source``, ``final_window``, ``reps`` or label
     :raises FileNotFoundError: when the folder holds no finished run
     """
@@ -491,18 +570,20 @@ def make_report(
         raise ValueError(f"source must be auto, diag or train, got {source!r}")
     if final_window < 1 or reps < 1:
         raise ValueError(f"final_window and reps must be at least 1, got {final_window} and {reps}")
-    runs, evaluations, logs, unfinished = load_runs(results, final_window)
+    runs, evaluations, logs, unfinished, diverged = load_runs(results, final_window)
     if not len(runs):
-        raise FileNotFoundError(f"No finished run (no {DONE_FILE}) under {results}.")
+        also = f" ({len(diverged)} diverged run(s), which have no score)" if len(diverged) else ""
+        raise FileNotFoundError(f"No finished run (no {DONE_FILE}) under {results}{also}.")
     if labels is not None:
         unknown = sorted(set(labels) - set(runs["label"]))
         if unknown:
             known = ", ".join(dict.fromkeys(runs["label"]))
             raise ValueError(f"labels {unknown} match no finished run; the labels are: {known}")
         runs = runs[runs["label"].isin(labels)].reset_index(drop=True)
+        diverged = diverged[diverged["label"].isin(labels)].reset_index(drop=True) if len(diverged) else diverged
     out = out if out is not None else results / "report"
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs, reps)
+    summary = summarise(runs, reps, diverged)
     values = diagnostics_long(runs, logs, source)
     quarters = quarter_medians(values)
     runs.drop(columns="label").to_csv(out / "runs.csv", index=False)
@@ -522,7 +603,10 @@ def make_report(
         "whole interval of P is on one side of 0.5, else not distinguishable. Curves: the IQM over seeds at each "
         "evaluation with its 95% bootstrap band, the one spread convention of this report. Budget: training timesteps "
         "per run. Code: the commit of each run's code with its seeds (`*`: uncommitted changes; `POOLED`: a row whose "
-        "runs come from several commits).",
+        "runs come from several commits). Diverged: the runs whose training stopped on a non-finite loss, gradient or "
+        "rollout (`diverged.json`), of all the row's runs, with the timestep each reached; they have no score and are "
+        "left out of every statistic, curve and diagnostic here (the seeds, IQM, peak kept and P columns count the "
+        "finished runs only), and are listed at the end.",
         "",
     ]
     for env, table in summary.groupby("env", sort=False):
@@ -530,7 +614,8 @@ def make_report(
             {
                 "algorithm": [f"`{label}`" for label in table["label"]],
                 "n_epochs": table["n_epochs"].map(lambda n: "?" if pd.isna(n) else str(int(n))),
-                "seeds": [f"{n} ({seeds})" for n, seeds in zip(table["n_seeds"], table["seeds"])],
+                "seeds": [f"{n} ({seeds})" if n else "0" for n, seeds in zip(table["n_seeds"], table["seeds"])],
+                "diverged": [_diverged_cell(*row) for row in zip(table["n_diverged"], table["n_seeds"], table["diverged_at"])],
                 "budget": table["budget_timesteps"].map(lambda text: " / ".join(f"{int(b):,}" for b in text.split(" / "))),
                 "IQM [95% CI]": [_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
                 "peak kept [95% CI]": [
@@ -565,11 +650,25 @@ def make_report(
     shown = quarters.assign(algorithm=[f"`{label}`" for label in quarters["label"]])
     shown = shown[["env", "algorithm", "quantity", *QUARTERS]].assign(**{q: quarters[q].map(format_number) for q in QUARTERS})
     lines.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "No diagnostics logged.")
+    if len(diverged):
+        lines += ["", "## Diverged runs (no score: counted in the tables, left out of their statistics)", ""]
+        lines += [
+            f"- `{run.folder}` at timestep {format_number(run.timesteps)} of {run.budget_timesteps:,} "
+            f"(code `{run.code_commit}`{'*' if run.code_dirty else ''}): {run.message}"
+            for run in diverged.itertuples()
+        ]
     if unfinished:
         lines += ["", "## Unfinished runs (not in the tables)", ""]
         lines += [f"- `{path.relative_to(results)}`" for path in unfinished]
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"runs": runs, "summary": summary, "diagnostics": quarters, "files": files, "unfinished": unfinished}
+    return {
+        "runs": runs,
+        "summary": summary,
+        "diagnostics": quarters,
+        "files": files,
+        "unfinished": unfinished,
+        "diverged": diverged,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(str(path) for path in result["files"]))
+    if len(result["diverged"]):
+        print(f"{len(result['diverged'])} diverged run(s) counted, without a score (listed in summary.md).")
     if result["unfinished"]:
         print(f"{len(result['unfinished'])} unfinished run(s) left out (listed in summary.md).")
     return 0

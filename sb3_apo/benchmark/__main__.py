@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sb3_apo.benchmark import files
 from sb3_apo.benchmark.grid import BASE_VARIANT, GridError, GridRunner, GridSettings, Variant, plan_grid
 from sb3_apo.zoo.masking import recorded_command
 
@@ -105,7 +106,8 @@ def _run(args: argparse.Namespace, extra: list[str], argv: Sequence[str]) -> int
     if args.dry_run:
         pending = set(runner.pending())
         for spec in runs:
-            state = "to run" if spec in pending else "finished"
+            diverged = (spec.folder(settings.results) / files.DIVERGED_FILE).is_file()
+            state = "to run" if spec in pending else "diverged (final)" if diverged else "finished"
             print(f"{spec.key}: {state}\n  {shlex.join(recorded_command(spec.command(settings)))}")
         print(f"{len(pending)} of {len(runs)} runs to run.")
         return 0

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
-#: Version of the run folder format, written into every ``done.json``.
+#: Version of the run folder format, written into every ``done.json`` and ``diverged.json``.
 FORMAT_VERSION = 1
 
 # Names of the files in a run folder (see docs/benchmarks.md).
 DONE_FILE = "done.json"
+#: Written instead of ``done.json`` when training diverged: the run's final outcome, never retried.
+DIVERGED_FILE = "diverged.json"
 FAILED_FILE = "failed.json"
 SETTINGS_FILE = "settings.json"
 COMMAND_FILE = "command.txt"

@@ -6,7 +6,10 @@ A run's folder is ``<results>/<env>/<algo>/<variant>/seed_<seed>/``. The runner
 writes ``settings.json`` and ``command.txt`` when the run starts, and
 ``done.json`` last, atomically, once the run has trained its whole budget and
 its files are in place: a folder with ``done.json`` is finished and never run
-again; a folder without it (an interrupted or failed run) is deleted and the
+again. A run whose training diverged (the launcher exits with
+:data:`~sb3_apo.zoo.errors.EXIT_DIVERGED`: a non-finite loss or gradient) gets
+``diverged.json`` instead, with its evaluations so far: that is its outcome, and it is
+never run again either. A folder with neither (an interrupted or failed run) is deleted and the
 run starts again from scratch, unless the grid writes checkpoints
 (``GridSettings.checkpoint_freq``) and the folder has a complete one made with the
 same settings: then the run resumes from its latest checkpoint (the launcher's
@@ -40,6 +43,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from sb3_apo.benchmark import files
+from sb3_apo.zoo.errors import EXIT_DIVERGED
 from sb3_apo.zoo.masking import mask_command, recorded_command
 
 #: The name of the variant without overrides.
@@ -370,24 +374,48 @@ def _code_commit() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
-def _finished_settings(done: Path) -> dict[str, Any]:
+def _final_settings(path: Path) -> dict[str, Any]:
     """
-    The settings recorded in a finished run's ``done.json``.
+    The settings recorded in a run's final record, ``done.json`` or ``diverged.json``.
 
-    :param done: the file
-    :raises GridError: when it is not a ``done.json`` the runner wrote (truncated, edited, or not an object)
+    :param path: the file
+    :raises GridError: when it is not a record the runner wrote (truncated, edited, or not an object)
     """
     try:
-        record = files.read_json(done)
+        record = files.read_json(path)
     except (OSError, ValueError) as error:
         record = error
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         problem = f"{type(record).__name__}: {record}" if isinstance(record, Exception) else "not an object with settings"
         raise GridError(
-            f"{done} is not a readable done.json ({problem}). The runner writes it atomically, so it was changed "
+            f"{path} is not a readable {path.name} ({problem}). The runner writes it atomically, so it was changed "
             "by hand or damaged: restore it, or delete its run folder to run that run again."
         )
     return record["settings"]
+
+
+def _timesteps_reached(folder: Path) -> int | None:
+    """
+    The timesteps a run had collected when it stopped: the larger of its last ``progress.json``
+    (rewritten at most every few seconds) and the last ``time/total_timesteps`` of its
+    ``diagnostics.csv`` (a row per iteration, dumped before the iteration's update); ``None`` without either.
+
+    :param folder: the run folder
+    """
+    reached = []
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        reached.append(int(files.read_json(folder / files.PROGRESS_FILE)["timesteps"]))
+    with contextlib.suppress(OSError, ValueError, pd.errors.EmptyDataError):
+        log = pd.read_csv(folder / files.DIAGNOSTICS_FILE, usecols=["time/total_timesteps"])
+        reached.append(int(log["time/total_timesteps"].max()))
+    return max(reached, default=None)
+
+
+def _last_error_line(log: Path) -> str:
+    """The launcher's last error line (``<prog>: error: ...``) in its log, else the log's last line."""
+    lines = [line.strip() for line in _log_tail(log, 200).splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    return (errors or lines or [""])[-1]
 
 
 def _resumes(folder: Path) -> list[dict[str, Any]]:
@@ -444,24 +472,36 @@ class GridRunner:
         self.status_every = status_every
         self.out = out
         self.failed: list[RunSpec] = []
+        #: The runs of the grid whose training diverged, in earlier invocations or this one.
+        self.diverged: list[RunSpec] = []
         self.n_done = 0
         self._running: dict[RunSpec, _Running] = {}
         self._guard = threading.Lock()
         self._stopping = False
 
+    def _final_record(self, spec: RunSpec) -> Path | None:
+        """
+        The run's final record: ``done.json`` (finished) or ``diverged.json`` (training diverged);
+        ``None`` when it has neither.
+
+        :param spec: the run
+        """
+        folder = spec.folder(self.settings.results)
+        return next((folder / name for name in (files.DONE_FILE, files.DIVERGED_FILE) if (folder / name).is_file()), None)
+
     def pending(self) -> list[RunSpec]:
         """
-        The runs without ``done.json``.
+        The runs without ``done.json`` or ``diverged.json``.
 
-        :raises GridError: where a finished run was made with other settings
+        :raises GridError: where a finished or diverged run was made with other settings
         """
         clashes, pending = [], []
         for spec in self.runs:
-            done = spec.folder(self.settings.results) / files.DONE_FILE
-            if not done.is_file():
+            record = self._final_record(spec)
+            if record is None:
                 pending.append(spec)
                 continue
-            finished = _finished_settings(done)
+            finished = _final_settings(record)
             wanted = spec.settings(self.settings)
             differences = sorted(key for key in wanted.keys() | finished.keys() if wanted.get(key) != finished.get(key))
             if differences:
@@ -470,7 +510,7 @@ class GridRunner:
                 )
         if clashes:
             raise GridError(
-                "These runs were finished with other settings, and finished runs are never redone:\n"
+                "These runs were finished (or diverged) with other settings, and such runs are never redone:\n"
                 + "\n".join(clashes)
                 + "\nUse another --results folder, or delete those run folders."
             )
@@ -554,7 +594,19 @@ class GridRunner:
         rc = running.process.returncode
         problem = None
         training: dict[str, Any] = {}
-        if rc != 0:
+        if rc == EXIT_DIVERGED:
+            try:
+                timesteps = self._write_diverged(spec, folder, rc, wall_time)
+            except Exception as error:  # an unreadable output file fails this run, not the whole grid
+                problem = f"training diverged, and collecting the run's files failed: {type(error).__name__}: {error}"
+            else:
+                self.diverged.append(spec)
+                self._print(
+                    f"DIVERGED {spec.key} at timestep {timesteps} (a final outcome, not retried): "
+                    f"{_last_error_line(folder / files.STDOUT_FILE)}"
+                )
+                return
+        elif rc != 0:
             problem = f"the launcher exited with status {rc}"
         elif not (folder / files.TRAINING_FILE).is_file():
             problem = f"no {files.TRAINING_FILE}: the diagnostics callback did not run to the end of training"
@@ -580,53 +632,99 @@ class GridRunner:
         self.n_done += 1
         self._print(f"finished {spec.key} in {datetime.timedelta(seconds=round(wall_time))}")
 
+    def _run_record(self, spec: RunSpec, folder: Path, zoo_run: Path, wall_time: float) -> dict[str, Any]:
+        """
+        What ``done.json`` and ``diverged.json`` record alike: the run and its settings, its command and
+        resumes, its evaluations so far (copied into the run folder as ``evaluations.npz`` and
+        ``evaluations.csv``; the last one as ``final_eval``), its hyperparameters, host, versions and code.
+
+        :param spec: the run
+        :param folder: the run folder
+        :param zoo_run: the launcher's run folder
+        :param wall_time: seconds the last launch ran
+        """
+        resumes = _resumes(folder)
+        configs = sorted(zoo_run.glob("*/config.yml"))
+        return {
+            "format": files.FORMAT_VERSION,
+            "settings": spec.settings(self.settings),
+            "env": spec.env,
+            "algo": spec.algo,
+            "variant": spec.variant.name,
+            "variant_params": dict(spec.variant.params),
+            "seed": spec.seed,
+            "command": (folder / files.COMMAND_FILE).read_text(encoding="utf-8").strip(),
+            "zoo_folder": str(zoo_run.relative_to(folder)),
+            # with resumes: the resumes' timesteps and commands (command stays the original one)
+            "resumed_at": [resume["timestep"] for resume in resumes],
+            "resume_commands": [resume["command"] for resume in resumes],
+            # the wall time of the last launch only, which started at this timestep
+            "wall_time_s": wall_time,
+            "wall_time_from_timestep": resumes[-1]["timestep"] if resumes else 0,
+            "final_eval": _evaluations(zoo_run, folder),
+            "eval_freq": self.settings.eval_freq,
+            "eval_episodes": self.settings.eval_episodes,
+            "hyperparams": _load_zoo_config(configs[0]) if configs else {},
+            "threads": self.settings.threads_per_run,
+            "host": {"node": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()},
+            "versions": _versions(),
+            "code": _code_commit(),
+        }
+
     def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
         zoo_run = _zoo_run_folder(folder)
         if zoo_run is None:
             return f"the launcher left no run folder in {folder / files.ZOO_FOLDER}"
-        final_eval = _evaluations(zoo_run, folder)
-        if final_eval is None and self.settings.eval_freq > 0:
+        record = self._run_record(spec, folder, zoo_run, wall_time)
+        if record["final_eval"] is None and self.settings.eval_freq > 0:
             return f"no evaluation in {zoo_run / files.EVALUATIONS_NPZ} (is --eval-freq larger than the budget?)"
-        resumes = _resumes(folder)
-        configs = sorted(zoo_run.glob("*/config.yml"))
-        hyperparams = _load_zoo_config(configs[0]) if configs else {}
         if not (folder / files.DIAGNOSTICS_FILE).is_file():
             return f"no {files.DIAGNOSTICS_FILE}"
         files.atomic_write_json(
             folder / files.DONE_FILE,
             {
-                "format": files.FORMAT_VERSION,
-                "settings": spec.settings(self.settings),
-                "env": spec.env,
-                "algo": spec.algo,
-                "variant": spec.variant.name,
-                "variant_params": dict(spec.variant.params),
-                "seed": spec.seed,
-                "command": (folder / files.COMMAND_FILE).read_text(encoding="utf-8").strip(),
-                "zoo_folder": str(zoo_run.relative_to(folder)),
+                **record,
                 "timesteps": training["timesteps"],
-                # with resumes: the resumes' timesteps and commands (command stays the original one)
-                "resumed_at": [resume["timestep"] for resume in resumes],
-                "resume_commands": [resume["command"] for resume in resumes],
-                # the wall time of the last launch only, which started at this timestep; the learn times sum the kept segments
-                "wall_time_s": wall_time,
-                "wall_time_from_timestep": resumes[-1]["timestep"] if resumes else 0,
+                # the learn times sum the kept segments of a resumed run
                 "learn_time_s": training["learn_time_s"],
                 "steps_per_s": training["steps_per_s"],
                 "steps_per_s_median_update": training["steps_per_s_median_update"],
-                "final_eval": final_eval,
-                "eval_freq": self.settings.eval_freq,
-                "eval_episodes": self.settings.eval_episodes,
-                "hyperparams": hyperparams,
-                "threads": self.settings.threads_per_run,
-                "host": {"node": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()},
-                "versions": _versions(),
-                "code": _code_commit(),
                 "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
         shutil.rmtree(folder / files.CHECKPOINTS_FOLDER, ignore_errors=True)  # binary files, of no use once finished
         return None
+
+    def _write_diverged(self, spec: RunSpec, folder: Path, returncode: int, wall_time: float) -> int | None:
+        """
+        Write ``diverged.json``, the final record of a run whose training diverged: what ``done.json``
+        records (:meth:`_run_record`; its evaluations so far are kept as a finished run's are), the
+        launcher's error line (``message``), its exit status and the timesteps reached.
+
+        :param spec: the run
+        :param folder: the run folder
+        :param returncode: the launcher's exit status
+        :param wall_time: seconds the last launch ran
+        :return: the timesteps reached (``None`` when the run left no trace of them)
+        :raises FileNotFoundError: when the launcher left no run folder
+        """
+        zoo_run = _zoo_run_folder(folder)
+        if zoo_run is None:
+            raise FileNotFoundError(f"the launcher left no run folder in {folder / files.ZOO_FOLDER}")
+        record = self._run_record(spec, folder, zoo_run, wall_time)
+        timesteps = _timesteps_reached(folder)
+        files.atomic_write_json(
+            folder / files.DIVERGED_FILE,
+            {
+                **record,
+                "timesteps": timesteps,
+                "returncode": returncode,
+                "message": _last_error_line(folder / files.STDOUT_FILE),
+                "diverged_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        shutil.rmtree(folder / files.CHECKPOINTS_FOLDER, ignore_errors=True)  # the run is never resumed
+        return timesteps
 
     def _print(self, message: str) -> None:
         tqdm.write(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=self.out)
@@ -663,7 +761,7 @@ class GridRunner:
         Run every unfinished run; only one runner at a time may work on a results folder.
 
         :param argv: the runner's own command line, appended to ``runner_commands.txt`` when there is work to do
-        :return: 0 when every run is finished, 1 when some failed, 130 when interrupted
+        :return: 0 when every run is finished or diverged, 1 when some failed, 130 when interrupted
         :raises GridError: when another runner holds the folder's lock, or finished runs clash with the settings
         """
         results = self.settings.results
@@ -686,7 +784,9 @@ class GridRunner:
 
     def _run(self, argv: Sequence[str] | None) -> int:
         queue = self.pending()
-        total, self.n_done = len(self.runs), len(self.runs) - len(queue)
+        records = [self._final_record(spec) for spec in self.runs]
+        self.diverged = [spec for spec, record in zip(self.runs, records) if record and record.name == files.DIVERGED_FILE]
+        total, self.n_done = len(self.runs), len(self.runs) - len(queue) - len(self.diverged)
         if argv is not None and queue:
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
@@ -694,11 +794,12 @@ class GridRunner:
         self._print(
             f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
             f"-> {self.settings.results}"
+            + (f"; {len(self.diverged)} diverged before (final: not run again)" if self.diverged else "")
         )
         start = time.monotonic()
         # SIGTERM and SIGHUP stop the grid as Ctrl-C does (KeyboardInterrupt)
         previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        bar = tqdm(total=total, initial=self.n_done, unit="run", file=self.out, dynamic_ncols=True)
+        bar = tqdm(total=total, initial=total - len(queue), unit="run", file=self.out, dynamic_ncols=True)
         pool = ThreadPoolExecutor(self.jobs)
         try:
             pending = {pool.submit(self._execute, spec) for spec in queue}
@@ -728,6 +829,7 @@ class GridRunner:
                 signal.signal(sig, handler)
         self._print(
             f"grid finished in {datetime.timedelta(seconds=round(time.monotonic() - start))}: {self.n_done}/{total} runs done"
+            + (f", {len(self.diverged)} diverged: " + ", ".join(spec.key for spec in self.diverged) if self.diverged else "")
             + (f", {len(self.failed)} failed: " + ", ".join(spec.key for spec in self.failed) if self.failed else "")
         )
         return 1 if self.failed else 0

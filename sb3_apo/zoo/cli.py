@@ -30,6 +30,11 @@ hyperparameters are the default (:func:`sb3_apo.zoo.registry.find_hyperparams`);
 distributed tuning, ``--heartbeat-interval``, ``--grace-period`` and
 ``--max-retry``, and ``--resume-from`` to continue a run from a checkpoint;
 ``push_to_hub`` writes a model card whose commands are this package's (:mod:`sb3_apo.zoo.hub`).
+
+Exit statuses: 0 on success, 2 for a bad command line, 1 for other errors,
+:data:`~sb3_apo.zoo.errors.EXIT_DIVERGED` (3) when training diverged (the algorithm raised
+:class:`~sb3_apo.common.on_policy.NonFiniteLossError`; the same one-line message as other
+errors), 128 + the signal number when interrupted.
 """
 
 import argparse
@@ -49,7 +54,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from sb3_apo.zoo.errors import Interrupted, ZooError, interrupting_signal
+from sb3_apo.common.on_policy import NonFiniteLossError
+from sb3_apo.zoo.errors import EXIT_DIVERGED, Interrupted, ZooError, interrupting_signal
 from sb3_apo.zoo.registry import register_algorithms
 
 #: Set this environment variable to 1 to print the traceback of unexpected errors.
@@ -190,8 +196,9 @@ def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
     :param prog: the program name shown in messages and usage lines
     :param argv: the command's arguments (without the program name)
     :param command: calls rl-zoo3's command, which reads ``sys.argv``
-    :return: 0 on success, 1 on an error, 2 on a command-line error, 128 + the signal number
-        when interrupted (130 for Ctrl-C, 143 for SIGTERM)
+    :return: 0 on success, 1 on an error, 2 on a command-line error, :data:`EXIT_DIVERGED` (3) when
+        training diverged (:class:`~sb3_apo.common.on_policy.NonFiniteLossError`), 128 + the signal
+        number when interrupted (130 for Ctrl-C, 143 for SIGTERM)
     """
     try:
         with _zoo_context(prog, argv):
@@ -216,7 +223,7 @@ def _run(prog: str, argv: Sequence[str], command: Callable[[], Any]) -> int:
         return 128 + stopped_by.value
     except Exception as error:
         _report_unexpected(prog, error)
-        return 1
+        return EXIT_DIVERGED if isinstance(error, NonFiniteLossError) else 1
 
 
 def _argv(argv: Sequence[str] | None) -> list[str]:

@@ -2,6 +2,12 @@
 
 import signal
 
+#: The exit status of a launcher whose training diverged: the algorithm stopped with
+#: :class:`~sb3_apo.common.on_policy.NonFiniteLossError` (a non-finite loss, gradient or
+#: rollout). The same command with the same seed trains the same way and diverges again, so the
+#: benchmark runner records such a run as diverged (``diverged.json``) and does not retry it.
+EXIT_DIVERGED = 3
+
 
 class ZooError(Exception):
     """
