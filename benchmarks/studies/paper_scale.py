@@ -47,6 +47,14 @@ ZOO_TUNED_ENVS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
 ZOO_TUNED_ALGOS = ("ppo", "apo")
 
 
+def tier_settings() -> GridSettings:
+    """The grid settings of tiers 1 and 2: 10M steps, an evaluation of 5 episodes every 100k, a checkpoint every 1M."""
+    return GridSettings(
+        results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python",
+        checkpoint_freq=1_000_000,
+    )  # fmt: skip
+
+
 def zoo_tuned_queue(seeds: range = SEEDS) -> list[tuple[GridSettings, list[RunSpec]]]:
     """
     Tier 3, seed by seed: per seed and algorithm, the grid settings (``-conf`` its file) and its three runs.
@@ -77,11 +85,7 @@ def main() -> int:
     tiers = [tier for tier in args.tiers if tier in TIERS]
     if tiers:
         runs = [RunSpec(env, algo, variant, seed) for tier in tiers for seed in SEEDS for env, algo, variant in TIERS[tier]]
-        settings = GridSettings(
-            results=RESULTS, n_timesteps=10_000_000, eval_freq=100_000, eval_episodes=5, n_eval_envs=1, python="python",
-            checkpoint_freq=1_000_000,
-        )  # fmt: skip
-        status = GridRunner(runs, settings, jobs=args.jobs).run(argv=argv)
+        status = GridRunner(runs, tier_settings(), jobs=args.jobs).run(argv=argv)
     if ZOO_TUNED_TIER in args.tiers and status != 130:  # not after an interruption
         for settings, runs in zoo_tuned_queue():
             status = max(status, GridRunner(runs, settings, jobs=args.jobs).run(argv=argv))
