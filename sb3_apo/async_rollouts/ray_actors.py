@@ -276,7 +276,7 @@ class RayActorGroup(ActorGroup):
                 env_seed = model.seed if model.seed is not None else self.recipe.seed
             random_state = (th.get_rng_state(), np.random.get_state(), random.getstate())
             ready = [slot.launch(self._start_state(slot, env_seed, random_state, self._statistics)) for slot in self.actors]
-            self._wait_placed(ready)
+            self._wait_placed(self.actors, ready)
         except BaseException:
             self.close()
             raise
@@ -302,15 +302,15 @@ class RayActorGroup(ActorGroup):
             random_state=random_state,
         )
 
-    def _wait_placed(self, ready: list[ray.ObjectRef]) -> None:
-        """Wait until every actor runs, and record where; a clear error if the cluster cannot place them."""
+    def _wait_placed(self, slots: list[_ActorSlot], ready: list[ray.ObjectRef]) -> None:
+        """Wait until the slots' actors run, and record where; a clear error if the cluster cannot place them."""
         done, pending = ray.wait(ready, num_returns=len(ready), timeout=PLACEMENT_TIMEOUT_S)
         if pending:
             raise RolloutActorError(
                 f"The Ray cluster placed {len(done)} of {len(ready)} rollout actors in {PLACEMENT_TIMEOUT_S:g} s; each asks "
                 f"for {self.actor_options} (ray_actor_options) and the cluster has {ray.cluster_resources()}."
             )
-        for slot, reference in zip(self.actors, ready):
+        for slot, reference in zip(slots, ready):
             try:
                 slot.where = ray.get(reference)
             except RayError as error:
@@ -329,16 +329,10 @@ class RayActorGroup(ActorGroup):
         # The learner's statistics hold every report received, those queued for this actor included
         self._reports_for[slot.index].clear()
         ready = slot.launch(self._start_state(slot, None, random_state, self._statistics))
-        self._wait_placed_one(slot, ready)
+        self._wait_placed([slot], [ready])
         owed, slot.requests = list(slot.requests), collections.deque()
         for request in owed:
             slot.send_weights(request.policy_version, request.weights, [])
-
-    def _wait_placed_one(self, slot: _ActorSlot, ready: ray.ObjectRef) -> None:
-        try:
-            slot.where = ray.get(ready, timeout=PLACEMENT_TIMEOUT_S)
-        except (RayError, GetTimeoutError) as error:
-            raise RolloutActorError(f"The {slot.name} could not be restarted:\n{error}") from error
 
     def send_weights(self, policy_version: int, weights: Any) -> None:
         super().send_weights(policy_version, ray.put(weights))  # once for every actor
