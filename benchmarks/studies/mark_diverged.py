@@ -37,7 +37,7 @@ def main() -> int:
         raise SystemExit(f"error: {args.folder} is not where the study keeps {spec.key} ({spec.folder(grid.results)})")
     failed = files.read_json(args.folder / "failed.json")
     runner = GridRunner([spec], grid, jobs=1)
-    runner._write_diverged(spec, args.folder, EXIT_DIVERGED, failed["wall_time_s"])
+    runner.write_diverged(spec, args.folder, EXIT_DIVERGED, failed["wall_time_s"])
     record = files.read_json(args.folder / files.DIVERGED_FILE)
     record["code"] = {"commit": args.commit, "dirty": False}
     record["returncode"] = failed["returncode"]  # the launcher of that commit exited with 1, before EXIT_DIVERGED existed

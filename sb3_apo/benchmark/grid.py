@@ -596,7 +596,7 @@ class GridRunner:
         training: dict[str, Any] = {}
         if rc == EXIT_DIVERGED:
             try:
-                timesteps = self._write_diverged(spec, folder, rc, wall_time)
+                timesteps = self.write_diverged(spec, folder, rc, wall_time)
             except Exception as error:  # an unreadable output file fails this run, not the whole grid
                 problem = f"training diverged, and collecting the run's files failed: {type(error).__name__}: {error}"
             else:
@@ -695,11 +695,13 @@ class GridRunner:
         shutil.rmtree(folder / files.CHECKPOINTS_FOLDER, ignore_errors=True)  # binary files, of no use once finished
         return None
 
-    def _write_diverged(self, spec: RunSpec, folder: Path, returncode: int, wall_time: float) -> int | None:
+    def write_diverged(self, spec: RunSpec, folder: Path, returncode: int, wall_time: float) -> int | None:
         """
         Write ``diverged.json``, the final record of a run whose training diverged: what ``done.json``
         records (:meth:`_run_record`; its evaluations so far are kept as a finished run's are), the
-        launcher's error line (``message``), its exit status and the timesteps reached.
+        launcher's error line (``message``), its exit status and the timesteps reached. The runner
+        calls it when a launch exits with ``EXIT_DIVERGED``; ``benchmarks/studies/mark_diverged.py``
+        calls it for a run that diverged before the runner knew that outcome.
 
         :param spec: the run
         :param folder: the run folder
