@@ -1,6 +1,7 @@
 """APO's exact Gaussian anchors and adaptive anchor coefficient (docs/algorithms.md), against hand-computed values."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -165,6 +166,18 @@ def test_auto_anchor_coef_survives_save_load_and_repeated_learn(tmp_path):
     loaded.learn(64, reset_num_timesteps=False)
     assert loaded.logger.name_to_value["train/anchor_coef"] == 4.0
     assert loaded.anchor_coef == 8.0
+
+
+def test_auto_anchor_coef_warns_once_when_it_reaches_its_upper_bound():
+    model = APO("MlpPolicy", "Pendulum-v1", anchor_coef="auto_600", anchor_target=1e-9, **PENDULUM)
+    with pytest.warns(RuntimeWarning, match=r"anchor_coef='auto' reached its upper bound 1000 after 64 timesteps") as record:
+        model.learn(64)
+    assert model.anchor_coef == ANCHOR_COEF_BOUNDS[1]
+    assert "lower learning_rate or n_epochs, or raise anchor_target" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # held at the bound: no second warning
+        model.learn(64, reset_num_timesteps=False)
+    assert model.anchor_coef == ANCHOR_COEF_BOUNDS[1]
 
 
 def test_fixed_anchor_coef_never_moves():

@@ -1,5 +1,6 @@
 """APO: Anchored Policy Optimization (PPO-clip plus a trust region on the unsampled actions)."""
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -68,7 +69,8 @@ class APO(PPOFamilyAlgorithm):
     update by the PPO paper's beta rule, so that the anchor divergence measured on the whole
     rollout (``train/anchor_divergence``) stays near ``anchor_target`` whatever ``n_epochs``
     is; it is training state, logged as ``train/anchor_coef`` and kept by ``save()``/``load()``
-    and repeated ``learn()`` calls.
+    and repeated ``learn()`` calls. It stays within ``[1e-3, 1e3]``; a ``RuntimeWarning`` says when
+    it reaches the upper bound, where a larger coefficient would barely shrink the update.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -297,6 +299,17 @@ class APO(PPOFamilyAlgorithm):
     def _after_policy_update(self, diagnostics: dict[str, float]) -> None:
         self.logger.record("train/anchor_coef", self.anchor_coef)  # the coefficient this update used
         if self.adaptive_anchor_coef:
+            previous = self.anchor_coef
             self.anchor_coef = adapt_penalty_coef(
                 self.anchor_coef, diagnostics["anchor_divergence"], self.anchor_target, bounds=ANCHOR_COEF_BOUNDS
             )
+            if self.anchor_coef == ANCHOR_COEF_BOUNDS[1] > previous:
+                warnings.warn(
+                    f"APO: anchor_coef='auto' reached its upper bound {ANCHOR_COEF_BOUNDS[1]:g} after "
+                    f"{self.num_timesteps} timesteps: the anchor divergence per update "
+                    f"({diagnostics['anchor_divergence']:.3g}) stays above anchor_target={self.anchor_target:g}. "
+                    "A larger coefficient barely shrinks the update any more, and a run held there has diverged: "
+                    "lower learning_rate or n_epochs, or raise anchor_target.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
