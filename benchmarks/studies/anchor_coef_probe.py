@@ -54,24 +54,40 @@ ARMS: dict[str, tuple[float | None, bool, float | None]] = {
 
 
 class UpdateRecorder(BaseCallback):
-    """Keep the values the last update logged; SB3 records them in ``train()`` and dumps them at the next rollout."""
+    """
+    Keep the values the last update logged (SB3 records them in ``train()`` and dumps them at the next
+    rollout), and the mean return of the training episodes that ended in the rollout before it
+    (``training_return``, NaN when none did).
 
-    def __init__(self) -> None:
+    :param extra: logger keys to keep besides :data:`RECORDED`
+    """
+
+    def __init__(self, extra: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.keys = RECORDED + extra
         self.rows: list[dict[str, Any]] = []
+        self.returns: list[float] = []
+        self.rollout_returns: list[float] = []
 
     def _take(self) -> None:
         values = self.model.logger.name_to_value
         if "train/kl" in values:
-            self.rows.append({"timesteps": self.num_timesteps, **{key: values.get(key) for key in RECORDED}})
+            training_return = float(np.mean(self.rollout_returns)) if self.rollout_returns else float("nan")
+            row = {key: values.get(key) for key in self.keys}
+            self.rows.append({"timesteps": self.num_timesteps, **row, "training_return": training_return})
 
     def _on_rollout_start(self) -> None:
         self._take()
+        self.returns = []
+
+    def _on_rollout_end(self) -> None:
+        self.rollout_returns = self.returns
 
     def _on_training_end(self) -> None:
         self._take()
 
     def _on_step(self) -> bool:
+        self.returns += [info["episode"]["r"] for info in self.locals["infos"] if "episode" in info]
         return True
 
 

@@ -1,0 +1,151 @@
+"""
+Why did APO collapse on HalfCheetah-v5 at 50 epochs? Replay its updates from a checkpoint taken before.
+
+Both finished seeds of ``HalfCheetah-v5/apo/epochs50`` (APO's defaults: sampled anchors, ``anchor_coef=1``) in
+``benchmarks/studies/paper_scale.py`` fell from about 1,500-2,000 to below zero between 0.9M and 1.1M steps,
+with updates whose KL reached the hundreds. This script continues training from a checkpoint of such a run
+(the model with Adam's state, and its ``VecNormalize`` statistics) under arms that each change one thing,
+and records every update's diagnostics:
+- APO as it ran;
+- the same update without the anchor term (``anchor_coef=0``, PPO-clip's update);
+- exact anchors (``anchor_estimator="exact"``);
+- the APO public code's loss (``anchor_mode="parity"``);
+- sampled anchors whose log-ratio is clamped to ``[-log 10, log 10]`` instead of ``[-20, 20]``. This is a
+  study-only change of ``sb3_apo.common.distributions.LOG_RATIO_LIMIT``. It also caps that arm's logged
+  anchor ratios at 10; its ``train/kl`` is exact and unaffected.
+
+The learning rate is held at the value the run's
+``lin_3e-4`` schedule over 10M steps had at the checkpoint.
+
+Make the checkpoint with the grid's own command for the run, a ``checkpoint_freq`` before the collapse and
+a folder of your own, and stop it once ``checkpoints/<timestep>/`` is written (the 10M budget is kept so
+that the schedule is the run's); then, from the repository root::
+
+    python benchmarks/studies/collapse_replay.py --checkpoint /tmp/replay_src/checkpoints/<timestep> \\
+        --out results/paper_scale/collapse_replay
+"""
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.utils import ConstantSchedule
+from stable_baselines3.common.vec_env import VecNormalize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for benchmarks/
+import sb3_apo.common.distributions as distributions  # noqa: E402
+from benchmarks.studies.anchor_coef_probe import UpdateRecorder  # noqa: E402
+from sb3_apo import APO  # noqa: E402
+from sb3_apo.common.on_policy import NonFiniteLossError  # noqa: E402
+
+ENV_ID = "HalfCheetah-v5"
+N_TIMESTEPS = 10_000_000  # the grid's budget, over which lin_3e-4 anneals
+#: arm name -> (APO attributes to set, log-ratio limit of the sampled anchors)
+ARMS: dict[str, tuple[dict[str, Any], float]] = {
+    "APO defaults (as in the run)": ({}, distributions.LOG_RATIO_LIMIT),
+    "anchor_coef=0 (PPO-clip's update)": ({"anchor_coef": 0.0}, distributions.LOG_RATIO_LIMIT),
+    "exact anchors": ({"anchor_estimator": "exact"}, distributions.LOG_RATIO_LIMIT),
+    "parity loss (the public code's)": ({"anchor_mode": "parity"}, distributions.LOG_RATIO_LIMIT),
+    "log-ratio limit log 10": ({}, math.log(10.0)),
+}
+EXTRA = ("train/ratio_max", "train/anchor_ratio_max")
+
+
+def replay(checkpoint: Path, arm: str, seed: int, n_updates: int) -> pd.DataFrame:
+    """Continue the checkpoint's run for ``n_updates`` updates under ``arm``; one row per update."""
+    attributes, log_ratio_limit = ARMS[arm]
+    n_envs = load_from_zip_file(checkpoint / "model.zip", load_data=True)[0]["n_envs"]
+    env = VecNormalize.load(str(checkpoint / ENV_ID / "vecnormalize.pkl"), make_vec_env(ENV_ID, n_envs, seed=seed))
+    model = APO.load(checkpoint / "model.zip", env=env, device="cpu")
+    learning_rate = 3e-4 * (1.0 - model.num_timesteps / N_TIMESTEPS)
+    model.learning_rate = learning_rate
+    model.lr_schedule = ConstantSchedule(learning_rate)
+    for name, value in attributes.items():
+        setattr(model, name, value)
+    model.set_random_seed(seed)
+    start_timesteps = model.num_timesteps
+    recorder = UpdateRecorder(extra=EXTRA)
+    outcome = "finished"
+    distributions.LOG_RATIO_LIMIT = log_ratio_limit
+    try:
+        model.learn(n_updates * model.n_steps * model.n_envs, callback=recorder, reset_num_timesteps=False)
+    except NonFiniteLossError as error:
+        outcome = f"NonFiniteLossError: {str(error)[:120]}"
+    finally:
+        distributions.LOG_RATIO_LIMIT = ARMS["APO defaults (as in the run)"][1]
+    rows = pd.DataFrame(recorder.rows)
+    rows.insert(0, "update", range(1, len(rows) + 1))
+    rows.insert(0, "seed", seed)
+    rows.insert(0, "arm", arm)
+    rows["learning_rate"] = learning_rate
+    rows["start_timesteps"] = start_timesteps
+    rows["outcome"] = outcome
+    return rows
+
+
+def compare_with_run(checkpoint: Path, run_diagnostics: Path) -> str:
+    """
+    Whether the checkpoint's run logged, up to the checkpoint, what the grid's run logged: every ``train/``,
+    ``rollout/`` and ``eval/`` column of every row, compared exactly (so that the replay starts from the grid
+    run's own state).
+    """
+    made = pd.read_csv(checkpoint / "diagnostics.csv")
+    grid = pd.read_csv(run_diagnostics).iloc[: len(made)]
+    columns = [column for column in made.columns if column.split("/")[0] in ("train", "rollout", "eval")]
+    differ = [column for column in columns if not made[column].equals(grid[column])]
+    return f"{len(made)} rows up to timestep {int(made['time/total_timesteps'].iloc[-1])}, {len(columns)} columns: " + (
+        f"{len(differ)} differ: {differ}" if differ else "all equal to the grid run's, exactly"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoints/<timestep>/ of a grid run")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--updates", type=int, default=100, help="updates per arm and seed")
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--compare-with", type=Path, help="the grid run's diagnostics.csv (writes reproduction.txt)")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.compare_with:
+        comparison = compare_with_run(args.checkpoint, args.compare_with)
+        (args.out / "reproduction.txt").write_text(comparison + "\n")
+        print(comparison)
+    if not args.arms:
+        return 0
+    frames = []
+    for arm in args.arms:
+        for seed in args.seeds:
+            start = time.perf_counter()
+            frame = replay(args.checkpoint, arm, seed, args.updates)
+            frames.append(frame)
+            print(f"{arm:36s} seed {seed}: {len(frame)} updates, {frame['outcome'].iloc[-1]} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+            pd.concat(frames).to_csv(args.out / "updates.csv", index=False)
+    updates = pd.concat(frames)
+    last = updates.groupby(["arm", "seed"], sort=False).tail(10)
+    summary = updates.groupby("arm", sort=False).agg(
+        updates=("update", "count"),
+        kl_median=("train/kl", "median"),
+        kl_max=("train/kl", "max"),
+        updates_with_kl_above_1=("train/kl", lambda kl: int((kl > 1).sum())),
+        anchor_loss_max=("train/anchor_loss", "max"),
+        clip_fraction_median=("train/clip_fraction", "median"),
+    )
+    summary["training_return_last_10_updates"] = last.groupby("arm", sort=False)["training_return"].mean()
+    (args.out / "summary.md").write_text(summary.to_markdown(floatfmt=".4g") + "\n")
+    print(summary.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
