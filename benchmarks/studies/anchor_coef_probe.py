@@ -25,6 +25,7 @@ Run from the repository root (the model files are the runner's, not committed)::
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,35 +129,57 @@ def saturation(run: Path, n_steps: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def train_updates(model: APO, n_updates: int, learning_rate: float, seed: int, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """
+    Train ``model`` for ``n_updates`` more updates at a constant ``learning_rate``, its random streams seeded
+    with ``seed``; one row per update (:class:`UpdateRecorder`), with the outcome: ``finished``, or the
+    ``NonFiniteLossError`` that stopped it.
+    """
+    model.learning_rate = learning_rate
+    model.lr_schedule = ConstantSchedule(learning_rate)
+    model.set_random_seed(seed)
+    start_timesteps = model.num_timesteps
+    recorder = UpdateRecorder(extra)
+    outcome = "finished"
+    try:
+        model.learn(n_updates * model.n_steps * model.n_envs, callback=recorder, reset_num_timesteps=False)
+    except NonFiniteLossError as error:
+        outcome = f"NonFiniteLossError: {str(error)[:120]}"
+    rows = pd.DataFrame(recorder.rows)
+    rows.insert(0, "update", range(1, len(rows) + 1))
+    rows["learning_rate"] = learning_rate
+    rows["start_timesteps"] = start_timesteps
+    rows["outcome"] = outcome
+    return rows
+
+
+def run_arms(arms: list[str], seeds: list[int], one_run: Callable[[str, int], pd.DataFrame], out: Path) -> pd.DataFrame:
+    """``one_run(arm, seed)`` for every arm and seed, in turn; ``<out>/updates.csv`` is rewritten after each."""
+    frames = []
+    for arm in arms:
+        for seed in seeds:
+            start = time.perf_counter()
+            frame = one_run(arm, seed)
+            frame.insert(0, "seed", seed)
+            frame.insert(0, "arm", arm)
+            frames.append(frame)
+            print(f"{arm:36s} seed {seed}: {len(frame)} updates, {frame['outcome'].iloc[-1]} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
+            pd.concat(frames).to_csv(out / "updates.csv", index=False)
+    return pd.concat(frames)
+
+
 def probe(run: Path, arm: str, seed: int, n_updates: int) -> pd.DataFrame:
     """Train the run's best model for ``n_updates`` updates under ``arm``; one row per update."""
     model, config = load_best(run, seed)
-    n_envs = model.n_envs
-    # The run's learning rate is lin_3e-4 over 10M steps: hold the value it had at this model's timestep.
-    learning_rate = 3e-4 * (1.0 - model.num_timesteps / config["settings"]["n_timesteps"])
-    model.learning_rate = learning_rate
-    model.lr_schedule = ConstantSchedule(learning_rate)
     coef, adaptive, target_kl = ARMS[arm]
     if coef is not None:
         model.anchor_coef = coef
     model.adaptive_anchor_coef = adaptive
     model.target_kl = target_kl
-    model.set_random_seed(seed)
-    start_timesteps = model.num_timesteps
-    recorder = UpdateRecorder()
-    outcome = "finished"
-    try:
-        model.learn(n_updates * model.n_steps * n_envs, callback=recorder, reset_num_timesteps=False)
-    except NonFiniteLossError as error:
-        outcome = f"NonFiniteLossError: {str(error)[:120]}"
-    rows = pd.DataFrame(recorder.rows)
-    rows.insert(0, "update", range(1, len(rows) + 1))
-    rows.insert(0, "seed", seed)
-    rows.insert(0, "arm", arm)
-    rows["learning_rate"] = learning_rate
-    rows["start_timesteps"] = start_timesteps
-    rows["outcome"] = outcome
-    return rows
+    # The run's learning rate is lin_3e-4 over 10M steps: hold the value it had at this model's timestep.
+    learning_rate = 3e-4 * (1.0 - model.num_timesteps / config["settings"]["n_timesteps"])
+    return train_updates(model, n_updates, learning_rate, seed)
 
 
 def main() -> int:
@@ -176,16 +199,7 @@ def main() -> int:
         print(table.to_string())
     if not args.arms:
         return 0
-    frames = []
-    for arm in args.arms:
-        for seed in args.seeds:
-            start = time.perf_counter()
-            frame = probe(args.run, arm, seed, args.updates)
-            frames.append(frame)
-            print(f"{arm:30s} seed {seed}: {len(frame)} updates, {frame['outcome'].iloc[-1]} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-            pd.concat(frames).to_csv(args.out / "updates.csv", index=False)
-    updates = pd.concat(frames)
+    updates = run_arms(args.arms, args.seeds, lambda arm, seed: probe(args.run, arm, seed, args.updates), args.out)
     summary = updates.groupby("arm", sort=False).agg(
         anchor_coef_last=("train/anchor_coef", "last"),
         anchor_divergence_median=("train/anchor_divergence", "median"),

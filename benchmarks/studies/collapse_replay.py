@@ -28,7 +28,6 @@ that the schedule is the run's); then, from the repository root::
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,12 @@ import pandas as pd
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.save_util import load_from_zip_file
-from stable_baselines3.common.utils import ConstantSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for benchmarks/
 import sb3_apo.common.distributions as distributions  # noqa: E402
-from benchmarks.studies.anchor_coef_probe import UpdateRecorder  # noqa: E402
+from benchmarks.studies.anchor_coef_probe import run_arms, train_updates  # noqa: E402
 from sb3_apo import APO  # noqa: E402
-from sb3_apo.common.on_policy import NonFiniteLossError  # noqa: E402
 
 ENV_ID = "HalfCheetah-v5"
 N_TIMESTEPS = 10_000_000  # the grid's budget, over which lin_3e-4 anneals
@@ -64,30 +61,14 @@ def replay(checkpoint: Path, arm: str, seed: int, n_updates: int) -> pd.DataFram
     n_envs = load_from_zip_file(checkpoint / "model.zip", load_data=True)[0]["n_envs"]
     env = VecNormalize.load(str(checkpoint / ENV_ID / "vecnormalize.pkl"), make_vec_env(ENV_ID, n_envs, seed=seed))
     model = APO.load(checkpoint / "model.zip", env=env, device="cpu")
-    learning_rate = 3e-4 * (1.0 - model.num_timesteps / N_TIMESTEPS)
-    model.learning_rate = learning_rate
-    model.lr_schedule = ConstantSchedule(learning_rate)
     for name, value in attributes.items():
         setattr(model, name, value)
-    model.set_random_seed(seed)
-    start_timesteps = model.num_timesteps
-    recorder = UpdateRecorder(extra=EXTRA)
-    outcome = "finished"
+    learning_rate = 3e-4 * (1.0 - model.num_timesteps / N_TIMESTEPS)
     distributions.LOG_RATIO_LIMIT = log_ratio_limit
     try:
-        model.learn(n_updates * model.n_steps * model.n_envs, callback=recorder, reset_num_timesteps=False)
-    except NonFiniteLossError as error:
-        outcome = f"NonFiniteLossError: {str(error)[:120]}"
+        return train_updates(model, n_updates, learning_rate, seed, extra=EXTRA)
     finally:
         distributions.LOG_RATIO_LIMIT = ARMS["APO defaults (as in the run)"][1]
-    rows = pd.DataFrame(recorder.rows)
-    rows.insert(0, "update", range(1, len(rows) + 1))
-    rows.insert(0, "seed", seed)
-    rows.insert(0, "arm", arm)
-    rows["learning_rate"] = learning_rate
-    rows["start_timesteps"] = start_timesteps
-    rows["outcome"] = outcome
-    return rows
 
 
 def compare_with_run(checkpoint: Path, run_diagnostics: Path) -> str:
@@ -122,16 +103,7 @@ def main() -> int:
         print(comparison)
     if not args.arms:
         return 0
-    frames = []
-    for arm in args.arms:
-        for seed in args.seeds:
-            start = time.perf_counter()
-            frame = replay(args.checkpoint, arm, seed, args.updates)
-            frames.append(frame)
-            print(f"{arm:36s} seed {seed}: {len(frame)} updates, {frame['outcome'].iloc[-1]} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
-            pd.concat(frames).to_csv(args.out / "updates.csv", index=False)
-    updates = pd.concat(frames)
+    updates = run_arms(args.arms, args.seeds, lambda arm, seed: replay(args.checkpoint, arm, seed, args.updates), args.out)
     last = updates.groupby(["arm", "seed"], sort=False).tail(10)
     summary = updates.groupby("arm", sort=False).agg(
         updates=("update", "count"),
