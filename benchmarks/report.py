@@ -8,9 +8,10 @@ variant), the report gives, with the metrics of `rliable <https://github.com/goo
 (Agarwal et al., 2021), the interquartile mean (IQM) of both over the seeds with a 95%
 stratified-bootstrap interval, and the probability of improvement over PPO-clip (SB3's ``ppo``
 with the same ``n_epochs``, the same variant where there is one) with its interval and a verdict
-that goes no further than it; and the code commits that made the row's runs. A run whose training
-diverged (``diverged.json``: a non-finite loss, gradient or rollout stopped it) has no score: each
-row counts its diverged runs, which are left out of every statistic, curve and diagnostic, and listed.
+that goes no further than it (none below ``MIN_SEEDS_FOR_VERDICT`` runs a side); and the code
+commits that made the row's runs. A run whose training diverged (``diverged.json``: a non-finite
+loss, gradient or rollout stopped it) has no score: each row counts its diverged runs, which are
+left out of every statistic, curve and diagnostic, and listed.
 Outputs, in ``<results>/report/`` unless told otherwise:
 
 - ``summary.md``: those tables, the diagnostics table and the figures;
@@ -61,6 +62,9 @@ QUARTERS = ("Q1", "Q2", "Q3", "Q4")
 #: draws can put an interval's endpoint on the wrong step.
 EXACT_MAX_RUNS = 5
 MIN_RESAMPLES = 50_000
+#: A verdict compares two rows only when each has at least this many scored runs; with fewer, the
+#: interval of P is shown and the verdict says that the seeds are too few.
+MIN_SEEDS_FOR_VERDICT = 5
 
 
 def format_number(value: Any) -> str:
@@ -264,13 +268,21 @@ def bootstrap_interval(samples: list[np.ndarray], statistic: Any, reps: int) -> 
 NO_INTERVAL = (np.nan, np.nan, np.nan, "none")
 
 
-def verdict(low: float, high: float, reference: str) -> str:
+def verdict(low: float, high: float, reference: str, sizes: tuple[int, int] | None = None) -> str:
     """
     What a probability of improvement's interval allows one to say: above or below the reference only
-    when the whole interval is on one side of 0.5.
+    when the whole interval is on one side of 0.5, and nothing when either side has fewer than
+    :data:`MIN_SEEDS_FOR_VERDICT` runs.
+
+    :param low: the interval's lower end
+    :param high: the interval's upper end
+    :param reference: the reference row's label
+    :param sizes: the scored runs of the row and of the reference (``None``: not checked)
     """
     if not np.isfinite(low):
         return "n/a"
+    if sizes is not None and min(sizes) < MIN_SEEDS_FOR_VERDICT:
+        return f"too few seeds ({sizes[0]} and {sizes[1]}; {MIN_SEEDS_FOR_VERDICT} a side needed)"
     return f"above `{reference}`" if low > 0.5 else f"below `{reference}`" if high < 0.5 else "not distinguishable"
 
 
@@ -358,7 +370,11 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
                 "p_improvement_low": poi[1],
                 "p_improvement_high": poi[2],
                 "reference": reference_label,
-                "verdict": verdict(poi[1], poi[2], reference_label) if reference_label else "",
+                "verdict": (
+                    verdict(poi[1], poi[2], reference_label, (len(scores), len(column(reference["score"]))))
+                    if reference_label
+                    else ""
+                ),
                 "peak_kept_iqm": iqm_kept[0],
                 "peak_kept_low": iqm_kept[1],
                 "peak_kept_high": iqm_kept[2],
@@ -600,7 +616,8 @@ def make_report(
         f"PPO-clip (`{REFERENCE}` with the same `n_epochs`), each with a 95% stratified-bootstrap interval (rliable's "
         f"metrics; percentile intervals, every resample enumerated where no sample has more than {EXACT_MAX_RUNS} runs, "
         f"else {max(reps, MIN_RESAMPLES):,} draws: column `bootstrap`). Verdict: above or below PPO-clip only when the "
-        "whole interval of P is on one side of 0.5, else not distinguishable. Curves: the IQM over seeds at each "
+        f"whole interval of P is on one side of 0.5, else not distinguishable; none with fewer than "
+        f"{MIN_SEEDS_FOR_VERDICT} scored runs on either side. Curves: the IQM over seeds at each "
         "evaluation with its 95% bootstrap band, the one spread convention of this report. Budget: training timesteps "
         "per run. Code: the commit of each run's code with its seeds (`*`: uncommitted changes; `POOLED`: a row whose "
         "runs come from several commits). Diverged: the runs whose training stopped on a non-finite loss, gradient or "

@@ -62,6 +62,9 @@ def test_verdict_goes_no_further_than_the_interval():
     assert report.verdict(0.52, 1.0, "ppo") == "above `ppo`"
     assert report.verdict(0.0, 0.48, "ppo") == "below `ppo`"
     assert report.verdict(np.nan, np.nan, "ppo") == "n/a"
+    assert report.verdict(0.52, 1.0, "ppo", (5, 5)) == "above `ppo`"
+    assert report.verdict(0.0, 0.0, "ppo", (2, 2)) == "too few seeds (2 and 2; 5 a side needed)"
+    assert report.verdict(0.0, 0.48, "ppo", (5, 4)) == "too few seeds (5 and 4; 5 a side needed)"
 
 
 def write_run(results: Path, algo: str, seed: int, returns: list[float], commit: str, dirty: bool = False) -> None:
@@ -102,6 +105,6 @@ def test_peak_kept_code_commits_and_verdict_in_the_report(tmp_path):
     assert summary.loc["apo", "peak_kept_low"] == pytest.approx(kept[0])  # 1/27 of the resamples are three times the least
     # apo's scores 300, 1,000 and 100 against ppo's 50, 100 and 150: P = (3 + 3 + 1.5) / 9
     assert summary.loc["apo", "p_improvement"] == pytest.approx(7.5 / 9)
-    assert summary.loc["apo", "verdict"] == "not distinguishable"
+    assert summary.loc["apo", "verdict"] == "too few seeds (3 and 3; 5 a side needed)"
     text = (out / "summary.md").read_text()
-    assert "POOLED: `aaaaaaa` (0 1), `bbbbbbb` (2*)" in text and "not distinguishable" in text and "peak kept" in text
+    assert "POOLED: `aaaaaaa` (0 1), `bbbbbbb` (2*)" in text and "too few seeds" in text and "peak kept" in text
