@@ -308,7 +308,7 @@ class APO(PPOFamilyAlgorithm):
                     f"APO: anchor_coef='auto' reached its upper bound {ANCHOR_COEF_BOUNDS[1]:g} after "
                     f"{self.num_timesteps} timesteps: the anchor divergence per update "
                     f"({diagnostics['anchor_divergence']:.3g}) stays above anchor_target={self.anchor_target:g}. "
-                    "A larger coefficient barely shrinks the update any more, and a run held there has diverged: "
+                    "A larger coefficient barely shrinks the update any more, and runs held there have diverged: "
                     "lower learning_rate or n_epochs, or raise anchor_target.",
                     RuntimeWarning,
                     stacklevel=2,
