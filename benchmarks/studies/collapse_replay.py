@@ -44,12 +44,13 @@ from sb3_apo import APO  # noqa: E402
 
 ENV_ID = "HalfCheetah-v5"
 N_TIMESTEPS = 10_000_000  # the grid's budget, over which lin_3e-4 anneals
+PACKAGE_LOG_RATIO_LIMIT = distributions.LOG_RATIO_LIMIT
 #: arm name -> (APO attributes to set, log-ratio limit of the sampled anchors)
 ARMS: dict[str, tuple[dict[str, Any], float]] = {
-    "APO defaults (as in the run)": ({}, distributions.LOG_RATIO_LIMIT),
-    "anchor_coef=0 (PPO-clip's update)": ({"anchor_coef": 0.0}, distributions.LOG_RATIO_LIMIT),
-    "exact anchors": ({"anchor_estimator": "exact"}, distributions.LOG_RATIO_LIMIT),
-    "parity loss (the public code's)": ({"anchor_mode": "parity"}, distributions.LOG_RATIO_LIMIT),
+    "APO defaults (as in the run)": ({}, PACKAGE_LOG_RATIO_LIMIT),
+    "anchor_coef=0 (PPO-clip's update)": ({"anchor_coef": 0.0}, PACKAGE_LOG_RATIO_LIMIT),
+    "exact anchors": ({"anchor_estimator": "exact"}, PACKAGE_LOG_RATIO_LIMIT),
+    "parity loss (the public code's)": ({"anchor_mode": "parity"}, PACKAGE_LOG_RATIO_LIMIT),
     "log-ratio limit log 10": ({}, math.log(10.0)),
 }
 EXTRA = ("train/ratio_max", "train/anchor_ratio_max")
@@ -68,7 +69,7 @@ def replay(checkpoint: Path, arm: str, seed: int, n_updates: int) -> pd.DataFram
     try:
         return train_updates(model, n_updates, learning_rate, seed, extra=EXTRA)
     finally:
-        distributions.LOG_RATIO_LIMIT = ARMS["APO defaults (as in the run)"][1]
+        distributions.LOG_RATIO_LIMIT = PACKAGE_LOG_RATIO_LIMIT
 
 
 def compare_with_run(checkpoint: Path, run_diagnostics: Path) -> str:
