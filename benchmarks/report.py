@@ -11,7 +11,10 @@ with the same ``n_epochs``, the same variant where there is one) with its interv
 that goes no further than it (none below ``MIN_SEEDS_FOR_VERDICT`` runs a side); and the code
 commits that made the row's runs. A run whose training diverged (``diverged.json``: a non-finite
 loss, gradient or rollout stopped it) has no score: each row counts its diverged runs, which are
-left out of every statistic, curve and diagnostic, and listed.
+left out of the IQM, the peak kept, the curves and the diagnostics, and listed. The probability of
+improvement, which needs only an order, counts them: a diverged run ranks below every finished run
+and ties with the other diverged ones (our convention: a run that ended without a policy did
+not hold one).
 Outputs, in ``<results>/report/`` unless told otherwise:
 
 - ``summary.md``: those tables, the diagnostics table and the figures;
@@ -317,7 +320,8 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
     One row per (env, algorithm, variant): seeds, budget, IQM of the scores with its interval, mean and
     std, and the probability of improvement over PPO-clip with its interval. Diverged runs have no score:
     they are counted (``n_diverged``, with the timesteps each reached in ``diverged_at``) and left out of
-    every statistic; a row whose runs all diverged has no statistic.
+    the IQM, mean, std and peak kept (a row whose runs all diverged has none of them); the probability
+    of improvement and its verdict rank them below every finished run, ties among them counting half.
 
     :param runs: the finished runs (see :func:`load_runs`)
     :param reps: bootstrap replications
@@ -330,6 +334,11 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
     everything = runs.assign(_diverged=False)
     if diverged is not None and len(diverged):
         everything = order_runs(pd.concat([everything, diverged.assign(_diverged=True)], ignore_index=True))
+
+    def ranked(runs: pd.DataFrame) -> np.ndarray:
+        """The scores of finished runs, and -inf for each diverged one: the order P(X > Y) counts."""
+        return np.where(runs["_diverged"], -np.inf, runs["score"].to_numpy(float))[runs["_diverged"] | runs["score"].notna()]
+
     rows = []
     for (env, algo, variant), whole in everything.groupby(["env", "algo", "variant"], sort=False):
         group, lost = whole[~whole["_diverged"]], whole[whole["_diverged"]]
@@ -337,16 +346,16 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
         iqm = bootstrap_interval([scores], interquartile_mean, reps) if len(scores) else NO_INTERVAL
         iqm_kept = bootstrap_interval([kept], interquartile_mean, reps) if len(kept) else NO_INTERVAL
         # the PPO runs of the same env and n_epochs, the same variant first
-        references = runs[(runs["env"] == env) & (runs["algo"] == REFERENCE)]
+        references = everything[(everything["env"] == env) & (everything["algo"] == REFERENCE)]
         references = references[references["n_epochs"] == whole["n_epochs"].iloc[0]]
         if len(references):
             same = references["variant"] == variant
             reference = references[same] if same.any() else references[references["variant"] == references["variant"].iloc[0]]
         else:
             reference = references
-        poi = NO_INTERVAL
-        if algo != REFERENCE and len(scores) and len(column(reference["score"])):
-            poi = bootstrap_interval([scores, column(reference["score"])], probability_of_improvement, reps)
+        poi, ordered, ordered_reference = NO_INTERVAL, ranked(whole), ranked(reference)
+        if algo != REFERENCE and len(ordered) and len(ordered_reference):
+            poi = bootstrap_interval([ordered, ordered_reference], probability_of_improvement, reps)
         reference_label = "" if algo == REFERENCE or not len(reference) else reference["label"].iloc[0]
         rows.append(
             {
@@ -371,16 +380,14 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
                 "p_improvement_high": poi[2],
                 "reference": reference_label,
                 "verdict": (
-                    verdict(poi[1], poi[2], reference_label, (len(scores), len(column(reference["score"]))))
-                    if reference_label
-                    else ""
+                    verdict(poi[1], poi[2], reference_label, (len(ordered), len(ordered_reference))) if reference_label else ""
                 ),
                 "peak_kept_iqm": iqm_kept[0],
                 "peak_kept_low": iqm_kept[1],
                 "peak_kept_high": iqm_kept[2],
                 "bootstrap": iqm[3] if poi[3] in ("none", iqm[3]) else f"IQM {iqm[3]}, P {poi[3]}",
-                "code": code_of(group),
-                "dirty_seeds": " ".join(str(seed) for seed in group.loc[group["code_dirty"], "seed"]),
+                "code": code_of(whole),
+                "dirty_seeds": " ".join(str(seed) for seed in whole.loc[whole["code_dirty"].astype(bool), "seed"]),
                 "scores": " ".join(f"{value:.6g}" for value in group["score"]),
                 "steps_per_s": group["steps_per_s_median_update"].fillna(group["steps_per_s"]).mean(),
             }
@@ -617,13 +624,14 @@ def make_report(
         f"metrics; percentile intervals, every resample enumerated where no sample has more than {EXACT_MAX_RUNS} runs, "
         f"else {max(reps, MIN_RESAMPLES):,} draws: column `bootstrap`). Verdict: above or below PPO-clip only when the "
         f"whole interval of P is on one side of 0.5, else not distinguishable; none with fewer than "
-        f"{MIN_SEEDS_FOR_VERDICT} scored runs on either side. Curves: the IQM over seeds at each "
+        f"{MIN_SEEDS_FOR_VERDICT} runs on either side. Curves: the IQM over seeds at each "
         "evaluation with its 95% bootstrap band, the one spread convention of this report. Budget: training timesteps "
         "per run. Code: the commit of each run's code with its seeds (`*`: uncommitted changes; `POOLED`: a row whose "
         "runs come from several commits). Diverged: the runs whose training stopped on a non-finite loss, gradient or "
         "rollout (`diverged.json`), of all the row's runs, with the timestep each reached; they have no score and are "
-        "left out of every statistic, curve and diagnostic here (the seeds, IQM, peak kept and P columns count the "
-        "finished runs only), and are listed at the end.",
+        "left out of the IQM, peak kept, curves and diagnostics here (the seeds column counts the finished runs), and "
+        "are listed at the end. P and its verdict count them: a diverged run ranks below every finished run, and ties "
+        "with another diverged run count half.",
         "",
     ]
     for env, table in summary.groupby("env", sort=False):
@@ -668,7 +676,7 @@ def make_report(
     shown = shown[["env", "algorithm", "quantity", *QUARTERS]].assign(**{q: quarters[q].map(format_number) for q in QUARTERS})
     lines.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "No diagnostics logged.")
     if len(diverged):
-        lines += ["", "## Diverged runs (no score: counted in the tables, left out of their statistics)", ""]
+        lines += ["", "## Diverged runs (no score: left out of the IQM and peak kept, ranked last in P)", ""]
         lines += [
             f"- `{run.folder}` at timestep {format_number(run.timesteps)} of {run.budget_timesteps:,} "
             f"(code `{run.code_commit}`{'*' if run.code_dirty else ''}): {run.message}"

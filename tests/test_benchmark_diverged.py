@@ -116,7 +116,7 @@ def write_run(results: Path, algo: str, seed: int, returns: list[float], diverge
         files.atomic_write_json(folder / files.DIVERGED_FILE, {**record, "timesteps": diverged_at, "message": message})
 
 
-def test_the_report_counts_diverged_runs_and_leaves_them_out_of_the_statistics(tmp_path):
+def test_the_report_counts_diverged_runs_and_leaves_them_out_of_the_scores(tmp_path):
     results = tmp_path / "results"
     scores = {0: 1000.0, 1: 3000.0, 2: 2000.0, 3: 4000.0}
     for seed, score in scores.items():
@@ -135,11 +135,14 @@ def test_the_report_counts_diverged_runs_and_leaves_them_out_of_the_statistics(t
     assert apo["n_diverged"] == 1 and apo["diverged_at"] == "3560000"
     assert apo["iqm"] == pytest.approx(report.interquartile_mean(np.array(list(scores.values()))))
     assert apo["mean"] == pytest.approx(2500.0) and apo["scores"] == "1000 3000 2000 4000"
-    # P(apo > ppo) over the finished runs only: 2 of 4 apo runs beat both ppo runs (2,500)
-    assert apo["p_improvement"] == pytest.approx(0.5)
+    # P(apo > ppo) ranks a diverged run below every finished one, ties counting half: of the 5 x 3 pairs,
+    # 2 finished apo runs beat both ppo runs of 2,500, all 4 beat ppo's diverged run, and the two diverged tie
+    assert apo["p_improvement"] == pytest.approx((2 * 2 + 4 + 0.5) / 15)
+    assert apo["verdict"] == "too few seeds (5 and 3; 5 a side needed)"
     assert summary.loc["ppo", "n_seeds"] == 2 and summary.loc["ppo", "n_diverged"] == 1
     spo = summary.loc["spo"]
     assert spo["n_seeds"] == 0 and spo["n_diverged"] == 1 and np.isnan(spo["iqm"]) and np.isnan(spo["mean"])
+    assert spo["p_improvement"] == pytest.approx(0.5 / 3) and spo["code"] == "`aaaaaaa` (0)"
     assert len(result["runs"]) == 6 and sorted(result["diverged"]["folder"]) == [  # the scored runs, and the others
         "HalfCheetah-v5/apo/base/seed_4",
         "HalfCheetah-v5/ppo/base/seed_2",
@@ -154,8 +157,20 @@ def test_the_report_counts_diverged_runs_and_leaves_them_out_of_the_statistics(t
     }
     assert rows["`apo`"][1:3] == ["4 (0 1 2 3)", "1 of 5 (at 3.56M)"] and rows["`ppo`"][2] == "1 of 3 (at 1.2M)"
     assert rows["`spo`"][1:3] == ["0", "1 of 1 (at 2M)"] and rows["`spo`"][4] == "n/a"  # no IQM
-    assert "they have no score and are left out of every statistic" in text
+    assert "a diverged run ranks below every finished run" in text
     assert "## Diverged runs" in text
     assert "- `HalfCheetah-v5/apo/base/seed_4` at timestep 3,560,000 of 10,000,000 (code `aaaaaaa`): sb3-apo-train" in text
     assert "Unfinished runs" not in text  # a diverged run is final, not unfinished
     assert report.main([str(results), "--out", str(tmp_path / "cli"), "--reps", "100", "--no-figures"]) == 0
+
+
+def test_a_row_whose_runs_all_diverged_ranks_below_the_reference(tmp_path):
+    results = tmp_path / "results"
+    for seed in range(5):
+        write_run(results, "apo", seed, [4000.0] * 3, diverged_at=4_000_000 + seed)
+        write_run(results, "ppo", seed, [-100.0 + seed] * 5)  # low scores, but whole runs
+    summary = report.make_report(results, tmp_path / "report", reps=100, figures=False)["summary"].set_index("label")
+    apo = summary.loc["apo"]
+    assert apo["n_seeds"] == 0 and apo["n_diverged"] == 5 and np.isnan(apo["iqm"])
+    assert (apo["p_improvement"], apo["p_improvement_low"], apo["p_improvement_high"]) == (0.0, 0.0, 0.0)
+    assert apo["verdict"] == "below `ppo`" and apo["code"] == "`aaaaaaa` (0 1 2 3 4)"
