@@ -335,9 +335,10 @@ def summarise(runs: pd.DataFrame, reps: int, diverged: pd.DataFrame | None = Non
     if diverged is not None and len(diverged):
         everything = order_runs(pd.concat([everything, diverged.assign(_diverged=True)], ignore_index=True))
 
-    def ranked(runs: pd.DataFrame) -> np.ndarray:
-        """The scores of finished runs, and -inf for each diverged one: the order P(X > Y) counts."""
-        return np.where(runs["_diverged"], -np.inf, runs["score"].to_numpy(float))[runs["_diverged"] | runs["score"].notna()]
+    def ranked(row_runs: pd.DataFrame) -> np.ndarray:
+        """The scores of a row's finished runs, and -inf for each diverged one: the order P(X > Y) counts."""
+        diverged_run, score = row_runs["_diverged"].to_numpy(bool), row_runs["score"].to_numpy(float)
+        return np.where(diverged_run, -np.inf, score)[diverged_run | ~np.isnan(score)]
 
     rows = []
     for (env, algo, variant), whole in everything.groupby(["env", "algo", "variant"], sort=False):
