@@ -69,8 +69,9 @@ class APO(PPOFamilyAlgorithm):
     update by the PPO paper's beta rule, so that the anchor divergence measured on the whole
     rollout (``train/anchor_divergence``) stays near ``anchor_target`` whatever ``n_epochs``
     is; it is training state, logged as ``train/anchor_coef`` and kept by ``save()``/``load()``
-    and repeated ``learn()`` calls. It stays within ``[1e-3, 1e3]``; a ``RuntimeWarning`` says when
-    it reaches the upper bound, where a larger coefficient would barely shrink the update.
+    and repeated ``learn()`` calls. It stays within ``[1e-3, 1e3]``; a ``RuntimeWarning`` says, once
+    per model, when it first reaches the upper bound, where a larger coefficient would barely shrink
+    the update.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -259,6 +260,7 @@ class APO(PPOFamilyAlgorithm):
         # The coefficient lives here, not in _setup_model(), which load() calls after restoring it.
         for name, value in own.items():
             setattr(self, name, value)
+        self.warned_at_anchor_coef_bound = False  # the bound warning is given once per model
         if _init_setup_model:
             self._setup_model()
 
@@ -303,13 +305,14 @@ class APO(PPOFamilyAlgorithm):
             self.anchor_coef = adapt_penalty_coef(
                 self.anchor_coef, diagnostics["anchor_divergence"], self.anchor_target, bounds=ANCHOR_COEF_BOUNDS
             )
-            if self.anchor_coef == ANCHOR_COEF_BOUNDS[1] > previous:
+            if self.anchor_coef == ANCHOR_COEF_BOUNDS[1] > previous and not self.warned_at_anchor_coef_bound:
+                self.warned_at_anchor_coef_bound = True
                 warnings.warn(
                     f"APO: anchor_coef='auto' reached its upper bound {ANCHOR_COEF_BOUNDS[1]:g} after "
                     f"{self.num_timesteps} timesteps: the anchor divergence per update "
                     f"({diagnostics['anchor_divergence']:.3g}) stays above anchor_target={self.anchor_target:g}. "
                     "A larger coefficient barely shrinks the update any more, and runs held there have diverged: "
-                    "lower learning_rate or n_epochs, or raise anchor_target.",
+                    "lower learning_rate or n_epochs.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
