@@ -83,7 +83,7 @@ def format_number(value: Any) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
 
 
-def _run_fields(record: dict[str, Any]) -> dict[str, Any]:
+def run_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The fields of a run that ``done.json`` and ``diverged.json`` both record, as the run tables name them."""
     params = {**(record.get("variant_params") or {}), **(record.get("hyperparams") or {})}
     budget = (record.get("settings") or {}).get("n_timesteps") or params.get("n_timesteps") or record["timesteps"]
@@ -99,7 +99,7 @@ def _run_fields(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _code_fields(record: dict[str, Any]) -> dict[str, Any]:
+def code_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The commit (7 characters, ``unknown`` when not recorded) and whether it had uncommitted changes."""
     code = record.get("code") or {}
     return {"code_commit": (code.get("commit") or "unknown")[:7], "code_dirty": bool(code.get("dirty"))}
@@ -146,11 +146,11 @@ def load_runs(
         curves.append(evaluations.assign(folder=name, wall_s=wall_time_at(evaluations, logs[name])))
         rows.append(
             {
-                **_run_fields(done),
+                **run_fields(done),
                 "score": score,
                 "peak": peak,
                 "peak_kept": score / peak if peak > 0 else np.nan,
-                **_code_fields(done),
+                **code_fields(done),
                 "steps_per_s": done.get("steps_per_s"),
                 "steps_per_s_median_update": done.get("steps_per_s_median_update"),
                 "wall_time_s": done.get("wall_time_s"),
@@ -162,8 +162,8 @@ def load_runs(
         record = read_json(path)
         diverged.append(
             {
-                **_run_fields(record),
-                **_code_fields(record),
+                **run_fields(record),
+                **code_fields(record),
                 "wall_time_s": record.get("wall_time_s"),
                 "folder": str(path.parent.relative_to(results)),
                 "message": record.get("message") or "",
