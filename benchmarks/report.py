@@ -177,18 +177,28 @@ def load_runs(
     return order_runs(pd.DataFrame(rows)), evaluations, logs, unfinished, order_runs(pd.DataFrame(diverged))
 
 
+def window_means(returns: pd.Series, window: int) -> pd.Series:
+    """
+    The mean of each ``window`` consecutive evaluations, at the last of them (of all of them when the run has
+    fewer); NaN before the first full window.
+
+    :param returns: the run's evaluation returns, in order
+    :param window: evaluations per window
+    """
+    return returns.rolling(window, min_periods=min(window, len(returns))).mean()
+
+
 def final_and_peak(returns: pd.Series, window: int) -> tuple[float, float]:
     """
     A run's score, the mean of its last ``window`` evaluations, and its peak, the best mean of ``window``
-    consecutive evaluations (of all of them when the run has fewer); NaN for a run without evaluations.
+    consecutive evaluations (:func:`window_means`); NaN for a run without evaluations.
 
     :param returns: the run's evaluation returns, in order
     :param window: evaluations per window
     """
     if not len(returns):
         return np.nan, np.nan
-    peak = returns.rolling(window, min_periods=min(window, len(returns))).mean().max()
-    return float(returns.tail(window).mean()), float(peak)
+    return float(returns.tail(window).mean()), float(window_means(returns, window).max())
 
 
 def wall_time_at(evaluations: pd.DataFrame, log: pd.DataFrame) -> np.ndarray:

@@ -26,6 +26,7 @@ from benchmarks.report import (  # noqa: E402
     format_number,
     order_runs,
     run_fields,
+    window_means,
 )
 from sb3_apo.benchmark.files import (  # noqa: E402
     DIAGNOSTICS_FILE,
@@ -52,8 +53,7 @@ def peak_window(returns: pd.Series, timesteps: pd.Series, window: int) -> tuple[
     """
     if not len(returns):
         return np.nan, np.nan
-    means = returns.reset_index(drop=True).rolling(window, min_periods=min(window, len(returns))).mean()
-    end = int(means.idxmax())
+    end = int(window_means(returns.reset_index(drop=True), window).idxmax())
     return float(timesteps.iloc[max(end - window + 1, 0)]), float(timesteps.iloc[end])
 
 
