@@ -419,6 +419,15 @@ def diagnostic_column(log: pd.DataFrame, suffix: str, source: str) -> str | None
     return next((p + suffix for p in candidates if p + suffix in log and log[p + suffix].notna().any()), None)
 
 
+def update_timesteps(log: pd.DataFrame) -> pd.Series:
+    """
+    The timestep of each row of a run's ``diagnostics.csv``: ``diag/timesteps`` (when the diagnostics were
+    measured) where logged, else ``time/total_timesteps``.
+    """
+    timesteps = log["time/total_timesteps"]
+    return log["diag/timesteps"].fillna(timesteps) if "diag/timesteps" in log else timesteps
+
+
 def diagnostics_long(runs: pd.DataFrame, logs: dict[str, pd.DataFrame], source: str) -> pd.DataFrame:
     """
     Every logged value of the diagnostics, one row per (run, update, quantity), with its timestep
@@ -433,11 +442,7 @@ def diagnostics_long(runs: pd.DataFrame, logs: dict[str, pd.DataFrame], source: 
         log = logs[run.folder]
         if "time/total_timesteps" not in log:
             continue
-        x = (
-            log["diag/timesteps"].fillna(log["time/total_timesteps"])
-            if "diag/timesteps" in log
-            else log["time/total_timesteps"]
-        )
+        x = update_timesteps(log)
         for quantity, suffix, _ in DIAGNOSTICS:
             column = diagnostic_column(log, suffix, source)
             if column is not None:

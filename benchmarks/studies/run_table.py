@@ -26,6 +26,7 @@ from benchmarks.report import (  # noqa: E402
     format_number,
     order_runs,
     run_fields,
+    update_timesteps,
     window_means,
 )
 from sb3_apo.benchmark.files import (  # noqa: E402
@@ -87,9 +88,7 @@ def run_row(folder: Path, window: int, kl_threshold: float) -> dict[str, object]
     kl_column = diagnostic_column(log, "kl", "auto") if len(log) else None
     if kl_column is None or "time/total_timesteps" not in log:
         return row
-    timesteps = log["time/total_timesteps"]
-    if "diag/timesteps" in log:  # where logged, the timestep the diagnostics were measured at
-        timesteps = log["diag/timesteps"].fillna(timesteps)
+    timesteps = update_timesteps(log)
     last_quarter = timesteps > 0.75 * fields["budget_timesteps"]
     large = log[kl_column] > kl_threshold
     row.update(
