@@ -1,9 +1,10 @@
 """
 Why did APO collapse (or diverge) on HalfCheetah-v5 at 50 epochs? Replay its updates from a checkpoint taken before.
 
-Both finished seeds of ``HalfCheetah-v5/apo/epochs50`` (APO's defaults: sampled anchors, ``anchor_coef=1``) in
-``benchmarks/studies/paper_scale.py`` fell from about 1,500-2,000 to below zero between 0.9M and 1.1M steps,
-with updates whose KL reached the hundreds. This script continues training from a checkpoint of such a run
+Every seed of ``HalfCheetah-v5/apo/epochs50`` (APO's defaults: sampled anchors, ``anchor_coef=1``) in
+``benchmarks/studies/paper_scale.py`` collapsed near 1M steps, from peaks of 1,392-2,338 (5-evaluation means; the seeds'
+record: ``results/paper_scale/run_table.md``), with updates whose KL reached the hundreds. This script
+continues training from a checkpoint of such a run
 (the model with Adam's state, and its ``VecNormalize`` statistics) under arms that each change one thing,
 and records every update's diagnostics:
 - APO as it ran (the checkpoint's own settings);
