@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +27,10 @@ from sb3_apo.common.checks import HyperparameterError
 
 # Ray workers import nothing from tests/: the envs and functions of this module travel by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+# Each test runs in a process forked for it (tests/conftest.py): Ray's threads outlive ray.shutdown(),
+# and the tests that fork actors afterwards, in the same pytest worker, must not inherit them.
+pytestmark = pytest.mark.forked
 
 #: Small object stores: several Ray nodes share this machine's memory in the tests.
 OBJECT_STORE_BYTES = 200 * 1024**2
@@ -106,7 +111,18 @@ def test_forked_actors_warn_in_a_process_where_ray_is_initialised(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "ray", InitialisedRay)
     model = small_apo("Pendulum-v1", actor_backend="fork")
-    with pytest.warns(RuntimeWarning, match="Ray is initialised.*actor_backend='ray', or call ray.shutdown"):
+    with pytest.warns(RuntimeWarning, match="Ray has run is unsafe.*actor_backend='ray', or train with Ray in another"):
+        model.learn(2 * model.n_steps)
+
+
+def test_forked_actors_warn_where_the_package_ran_ray_and_shut_it_down(monkeypatch):
+    model = small_apo("Pendulum-v1", actor_backend="fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # none before Ray has run
+        model.learn(2 * model.n_steps)
+    monkeypatch.setattr(ray_actors, "ray_has_run_here", True)  # as test_ray_rollouts_equal_the_forked_actors shows
+    assert not ray.is_initialized()
+    with pytest.warns(RuntimeWarning, match="Ray's threads outlive ray.shutdown"):
         model.learn(2 * model.n_steps)
 
 
@@ -142,6 +158,7 @@ def test_ray_rollouts_equal_the_forked_actors(max_policy_lag, n_actors):
         statistics = model.get_vec_normalize_env().obs_rms
         results[backend] = (th.nn.utils.parameters_to_vector(model.policy.parameters()).detach(), statistics)
     assert not ray.is_initialized()  # the package started a local instance, and shut it down
+    assert ray_actors.ray_has_run_here  # and forking this process now warns
     (fork_parameters, fork_statistics), (ray_parameters, ray_statistics) = results["fork"], results["ray"]
     assert th.equal(fork_parameters, ray_parameters)
     assert fork_statistics.count == ray_statistics.count

@@ -317,6 +317,19 @@ def _actor_main(
         os._exit(1)
 
 
+def _ray_has_run_in_this_process() -> bool:
+    """
+    Whether Ray is initialised in this process, or has been by this package: Ray's native
+    threads (gRPC, its core worker's) keep running after ``ray.shutdown()``, and a process forked
+    while they run may hang or crash.
+    """
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return True
+    ray_actors = sys.modules.get("sb3_apo.async_rollouts.ray_actors")  # imported only where Ray is used
+    return bool(getattr(ray_actors, "ray_has_run_here", False))
+
+
 @dataclass
 class ForkedRolloutActor(RolloutActor):
     """
@@ -360,12 +373,11 @@ class ForkedRolloutActor(RolloutActor):
         return [self.pid]
 
     def start(self) -> None:
-        ray = sys.modules.get("ray")
-        if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        if _ray_has_run_in_this_process():
             warnings.warn(
-                f"Forking the {self.name} from a process in which Ray is initialised, with Ray's threads running, is "
-                "unsafe: a forked actor was seen waiting forever (training then stops after SILENCE_TIMEOUT_S). Use "
-                "actor_backend='ray', or call ray.shutdown() before learn().",
+                f"Forking the {self.name} from a process in which Ray has run is unsafe: Ray's threads outlive "
+                "ray.shutdown(), and forked actors were seen waiting forever (training then stops after "
+                "SILENCE_TIMEOUT_S) or killed by SIGSEGV. Use actor_backend='ray', or train with Ray in another process.",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -142,6 +142,11 @@ class RayRolloutActor:
         return rollout
 
 
+#: Whether this package has used Ray in this process: its threads outlive ``ray.shutdown()``, which
+#: makes forking this process unsafe (forked actors warn, :class:`~sb3_apo.async_rollouts.actor.ForkedRolloutActor`).
+ray_has_run_here = False
+
+
 def connect() -> bool:
     """
     Connect to Ray: the cluster of ``RAY_ADDRESS`` where it is set (Ray reads it), else a local
@@ -149,6 +154,8 @@ def connect() -> bool:
 
     :return: whether this call initialised Ray (and so the caller shuts it down)
     """
+    global ray_has_run_here
+    ray_has_run_here = True
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
