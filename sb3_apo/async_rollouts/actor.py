@@ -376,8 +376,8 @@ class ForkedRolloutActor(RolloutActor):
         if _ray_has_run_in_this_process():
             warnings.warn(
                 f"Forking the {self.name} from a process in which Ray has run is unsafe: Ray's threads outlive "
-                "ray.shutdown(), and forked actors were seen waiting forever (training then stops after "
-                "SILENCE_TIMEOUT_S) or killed by SIGSEGV. Use actor_backend='ray', or train with Ray in another process.",
+                "ray.shutdown(), and a forked actor may wait forever (training then stops after SILENCE_TIMEOUT_S) "
+                "or crash. Use actor_backend='ray', or train with Ray in another process.",
                 RuntimeWarning,
                 stacklevel=2,
             )
