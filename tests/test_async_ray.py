@@ -19,6 +19,7 @@ import torch as th
 from ray.cluster_utils import Cluster
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_apo import APO, VecEnvRecipe
@@ -39,22 +40,6 @@ OBJECT_STORE_BYTES = 200 * 1024**2
 def small_apo(env, **kwargs):
     options = dict(n_steps=32, batch_size=64, n_epochs=2, async_rollouts=True, actor_backend="ray", seed=0)
     return APO("MlpPolicy", env, **{**options, **kwargs})
-
-
-class ImageEnv(gym.Env):
-    """84x84 grey images (CnnPolicy's input size), channel last as an Atari frame, two actions."""
-
-    observation_space = gym.spaces.Box(0, 255, (84, 84, 1), dtype=np.uint8)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.observation_space.sample(), float(action), self.t >= 50, False, {}
 
 
 class CrashingEnv(gym.Wrapper):
@@ -172,7 +157,11 @@ LARGE_RUNS = {
         VecEnvRecipe("CartPole-v1", n_envs=8),
         {"n_steps": 512, "batch_size": 1024, "policy_kwargs": {"net_arch": [1024, 1024]}},
     ),
-    "CnnPolicy at 84x84": ("CnnPolicy", VecEnvRecipe(ImageEnv, n_envs=4), {"n_steps": 128, "batch_size": 256}),
+    "CnnPolicy at 84x84": (  # grey images, channel last as an Atari frame, two actions
+        "CnnPolicy",
+        VecEnvRecipe(FakeImageEnv, n_envs=4, env_kwargs={"action_dim": 2}),
+        {"n_steps": 128, "batch_size": 256},
+    ),
 }
 
 

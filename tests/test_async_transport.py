@@ -8,11 +8,11 @@ import multiprocessing as mp
 import os
 import signal
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_apo import APO
 from sb3_apo.async_rollouts import RolloutActorError, transport
@@ -92,22 +92,6 @@ def test_a_dead_actor_reads_as_gone_and_its_last_messages_are_kept():
         learner.close()
 
 
-class ImageEnv(gym.Env):
-    """84x84 grey images (CnnPolicy's input size), channel first (as several actors need it), two actions."""
-
-    observation_space = gym.spaces.Box(0, 255, (1, 84, 84), dtype=np.uint8)
-    action_space = gym.spaces.Discrete(2)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        self.t += 1
-        return self.observation_space.sample(), float(action), self.t >= 50, False, {}
-
-
 #: Weights of several MB, and rollouts of several hundred KB to several MB: with the first two, the
 #: weights sent to an actor and the rollout coming back each exceed what a pipe (or a socket pair) holds,
 #: which blocked both sides of a plain pipe forever.
@@ -119,7 +103,8 @@ LARGE_RUNS = {
     ),
     "CnnPolicy at 84x84": (
         "CnnPolicy",
-        lambda n_envs: make_vec_env(ImageEnv, n_envs=n_envs),
+        # 84x84 grey images, channel first (as several actors need it), two actions
+        lambda n_envs: make_vec_env(FakeImageEnv, n_envs=n_envs, env_kwargs={"action_dim": 2, "channel_first": True}),
         {"n_steps": 128, "batch_size": 256},
     ),
     "8 envs x 2048 steps": (
