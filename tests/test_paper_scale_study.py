@@ -38,7 +38,7 @@ def test_tier_3_runs_seed_by_seed_with_each_algorithms_file_in_its_own_folder():
 
 def test_tier_1s_fourth_variant_starts_after_the_first_three_and_tier_2_after_tier_1():
     keys = [run.key for run in paper_scale.tier_queue([1, 2])]
-    assert len(keys) == len(set(keys)) == 6 * 5
+    assert len(keys) == len(set(keys)) == 7 * 5
     # the runs the grid began with keep their places: seed by seed, the three variants in turn
     assert keys[:3] == [
         "HalfCheetah-v5/ppo/epochs50/seed_0",
@@ -48,6 +48,9 @@ def test_tier_1s_fourth_variant_starts_after_the_first_three_and_tier_2_after_ti
     assert keys[12:15] == [run.replace("seed_0", "seed_4") for run in keys[:3]]
     assert keys[15:20] == [f"HalfCheetah-v5/apo/epochs50-parity/seed_{seed}" for seed in range(5)]
     assert keys[20:22] == ["Walker2d-v5/ppo/base/seed_0", "Walker2d-v5/apo/base/seed_0"]
+    assert keys[28:30] == ["Walker2d-v5/ppo/base/seed_4", "Walker2d-v5/apo/base/seed_4"]
+    # tier 2's parity row comes after its first two rows
+    assert keys[30:] == [f"Walker2d-v5/apo/parity/seed_{seed}" for seed in range(5)]
 
 
 def test_variants_select_rows_and_the_parity_variant_sets_the_papers_loss():
@@ -57,3 +60,7 @@ def test_variants_select_rows_and_the_parity_variant_sets_the_papers_loss():
     params = command[command.index("-params") + 1 :]
     assert "n_epochs:50" in params and "anchor_mode:'parity'" in params
     assert [run.key for run in paper_scale.tier_queue([2], variants=["epochs50"])] == []
+    runs = paper_scale.tier_queue([2], variants=["parity"])
+    command = runs[0].command(paper_scale.tier_settings())
+    params = command[command.index("-params") + 1 :]
+    assert "anchor_mode:'parity'" in params and not any(param.startswith("n_epochs") for param in params)
