@@ -1,11 +1,12 @@
 """
-Why did APO collapse (or diverge) on HalfCheetah-v5 at 50 epochs? Replay its updates from a checkpoint taken before.
+Why did APO collapse (or diverge) over 10M steps? Replay its updates from a checkpoint taken before.
 
 Every seed of ``HalfCheetah-v5/apo/epochs50`` (APO's defaults: sampled anchors, ``anchor_coef=1``) in
 ``benchmarks/studies/paper_scale.py`` collapsed near 1M steps, from peaks of 1,392-2,338 (5-evaluation means; the seeds'
-record: ``results/paper_scale/run_table.md``), with updates whose KL reached the hundreds. This script
-continues training from a checkpoint of such a run
-(the model with Adam's state, and its ``VecNormalize`` statistics) under arms that each change one thing,
+record: ``results/paper_scale/run_table.md``), with updates whose KL reached the hundreds; so did tier 2's
+(``Walker2d-v5/apo/base``, 10 epochs), later. This script continues training from a checkpoint of such a run
+(the model with Adam's state, and its ``VecNormalize`` statistics, in a folder named after the env) under
+arms that each change one thing,
 and records every update's diagnostics:
 - APO as it ran (the checkpoint's own settings);
 - the same update without the anchor term (``anchor_coef=0``, PPO-clip's update);
@@ -47,7 +48,6 @@ import sb3_apo.common.distributions as distributions  # noqa: E402
 from benchmarks.studies.anchor_coef_probe import run_arms, train_updates  # noqa: E402
 from sb3_apo import APO  # noqa: E402
 
-ENV_ID = "HalfCheetah-v5"
 N_TIMESTEPS = 10_000_000  # the grid's budget, over which lin_3e-4 anneals
 PACKAGE_LOG_RATIO_LIMIT = distributions.LOG_RATIO_LIMIT
 #: arm name -> (APO attributes to set, log-ratio limit of the sampled anchors)
@@ -69,7 +69,8 @@ def replay(checkpoint: Path, arm: str, seed: int, n_updates: int) -> pd.DataFram
     """Continue the checkpoint's run for ``n_updates`` updates under ``arm``; one row per update."""
     attributes, log_ratio_limit = ARMS[arm]
     n_envs = load_from_zip_file(checkpoint / "model.zip", load_data=True)[0]["n_envs"]
-    env = VecNormalize.load(str(checkpoint / ENV_ID / "vecnormalize.pkl"), make_vec_env(ENV_ID, n_envs, seed=seed))
+    (statistics,) = checkpoint.glob("*/vecnormalize.pkl")  # in a folder named after the env
+    env = VecNormalize.load(str(statistics), make_vec_env(statistics.parent.name, n_envs, seed=seed))
     model = APO.load(checkpoint / "model.zip", env=env, device="cpu")
     for name, value in attributes.items():
         setattr(model, name, value)
