@@ -55,3 +55,36 @@ def test_an_empty_results_folder_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_table.main([str(tmp_path), "--out", str(tmp_path / "table")])
     assert "no finished or diverged run" in capsys.readouterr().err
+
+
+def test_loss_balance_finds_where_the_surrogate_stops_improving_and_the_anchor_term_outweighs_it():
+    # 8 updates at 100..800: the surrogate improves (negative) for four, then no longer (>= 0)
+    surrogate = [-0.03, -0.02, -0.02, -0.01, 0.01, 0.02, 0.0, 0.03]
+    anchor_loss = [0.001, 0.002, 0.004, 0.03, 0.03, 0.05, 0.02, 0.04]
+    log = pd.DataFrame(
+        {
+            "time/total_timesteps": np.arange(1, 9) * 100,
+            run_table.SURROGATE: surrogate,
+            run_table.ANCHOR_LOSS: anchor_loss,
+            run_table.ANCHOR_COEF: [0.5] * 8,
+        }
+    )
+    # rows without a training update (a rollout-only row) are left out
+    log = pd.concat([log, pd.DataFrame({"time/total_timesteps": [850]})], ignore_index=True)
+    balance = run_table.loss_balance(log, log["time/total_timesteps"], loss_window=3)
+    assert balance["surrogate_worse_share"] == pytest.approx(4 / 8)
+    # moving medians of 3 updates: -0.02 at 300 and 400, -0.01 at 500, 0.01 at 600: first at or above 0
+    assert balance["surrogate_worse_from"] == 600
+    # of the anchor term, 0.5 * anchor_loss: 0.001 at 300, 0.002 at 400, then 0.015 at 500, above |-0.01|
+    assert balance["anchor_over_surrogate_from"] == 500
+    # PPO logs no anchor term: only the surrogate's balance
+    without_anchor = log.drop(columns=[run_table.ANCHOR_LOSS, run_table.ANCHOR_COEF])
+    ppo = run_table.loss_balance(without_anchor, log["time/total_timesteps"], 3)
+    assert set(ppo) == {"surrogate_worse_share", "surrogate_worse_from"}
+    assert run_table.loss_balance(pd.DataFrame({"time/total_timesteps": [1]}), pd.Series([1]), 3) == {}
+
+
+def test_a_loss_window_below_one_update_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_table.main([str(tmp_path), "--out", str(tmp_path / "table"), "--loss-window", "0"])
+    assert "--loss-window must be a positive number of updates, got 0" in capsys.readouterr().err

@@ -5,7 +5,12 @@ One row per run of a results folder, finished or diverged: what a collapse or a 
 last evaluations) or the timestep where it diverged, its peak (the best mean over as many consecutive
 evaluations) and where that window lies, the fraction of the peak it keeps, the median policy std and KL per
 update over the last quarter of its budget, and its updates with a KL per update above ``--kl-threshold``
-(how many, and the timestep of the first) and its largest KL per update. Run from the repository root::
+(how many, and the timestep of the first) and its largest KL per update. It also shows the balance of the loss's
+terms: the share of updates whose clipped surrogate loss (``train/policy_gradient_loss``, its mean over the update's
+epochs and minibatches) is at or above 0, where the update left the surrogate no better than the policy it started
+from, and the first timestep at which the median over the last ``--loss-window`` updates is; for APO, the first
+timestep at which the anchor term (``anchor_coef`` times ``anchor_loss``, the same moving median) outweighs the
+surrogate's. Run from the repository root::
 
     python benchmarks/studies/run_table.py results/paper_scale --out results/paper_scale/run_table
 """
@@ -40,8 +45,12 @@ from sb3_apo.benchmark.files import (  # noqa: E402
 #: The columns of the table, in order.
 COLUMNS = [
     "env", "algo", "variant", "seed", "code", "diverged_at", "score", "peak", "peak_from", "peak_to", "peak_kept",
-    "std_last_quarter", "kl_last_quarter", "updates_kl_above", "first_kl_above_at", "kl_max", "last_evaluations_mean",
+    "std_last_quarter", "kl_last_quarter", "updates_kl_above", "first_kl_above_at", "kl_max", "surrogate_worse_share",
+    "surrogate_worse_from", "anchor_over_surrogate_from", "last_evaluations_mean",
 ]  # fmt: skip
+#: The loss terms that ``loss_balance`` reads: the clipped surrogate, and APO's anchor divergence and coefficient.
+SURROGATE = "train/policy_gradient_loss"
+ANCHOR_LOSS, ANCHOR_COEF = "train/anchor_loss", "train/anchor_coef"
 
 
 def peak_window(returns: pd.Series, timesteps: pd.Series, window: int) -> tuple[float, float]:
@@ -58,13 +67,43 @@ def peak_window(returns: pd.Series, timesteps: pd.Series, window: int) -> tuple[
     return float(timesteps.iloc[max(end - window + 1, 0)]), float(timesteps.iloc[end])
 
 
-def run_row(folder: Path, window: int, kl_threshold: float) -> dict[str, object]:
+def loss_balance(log: pd.DataFrame, timesteps: pd.Series, loss_window: int) -> dict[str, float]:
+    """
+    The balance of a run's loss terms: the share of its updates whose surrogate loss is at or above 0, the first
+    timestep at which the median over the last ``loss_window`` updates is, and (where the anchor term is logged) the
+    first timestep at which that median of ``anchor_coef * anchor_loss`` is above the surrogate median's magnitude.
+
+    :param log: the run's ``diagnostics.csv``
+    :param timesteps: the timestep of each row of ``log``
+    :param loss_window: updates in each moving median
+    """
+    if SURROGATE not in log:
+        return {}
+    updates = log[SURROGATE].notna()
+    at = timesteps[updates]
+    surrogate = log.loc[updates, SURROGATE].rolling(loss_window).median()
+
+    def first(mask: pd.Series) -> float:
+        return float(at[mask].min()) if mask.any() else np.nan
+
+    balance = {
+        "surrogate_worse_share": float((log.loc[updates, SURROGATE] >= 0).mean()),
+        "surrogate_worse_from": first(surrogate >= 0),
+    }
+    if ANCHOR_LOSS in log and ANCHOR_COEF in log:
+        anchor = (log.loc[updates, ANCHOR_LOSS] * log.loc[updates, ANCHOR_COEF]).rolling(loss_window).median()
+        balance["anchor_over_surrogate_from"] = first(anchor > surrogate.abs())
+    return balance
+
+
+def run_row(folder: Path, window: int, kl_threshold: float, loss_window: int = 50) -> dict[str, object]:
     """
     The row of one run folder (one with ``done.json`` or ``diverged.json``).
 
     :param folder: the run's folder
     :param window: evaluations averaged for the score and the peak
     :param kl_threshold: a KL per update above which an update counts as large
+    :param loss_window: updates in the moving medians of the loss terms (``loss_balance``)
     """
     finished = (folder / DONE_FILE).is_file()
     record = read_json(folder / (DONE_FILE if finished else DIVERGED_FILE))
@@ -97,20 +136,22 @@ def run_row(folder: Path, window: int, kl_threshold: float) -> dict[str, object]
         updates_kl_above=int(large.sum()),
         first_kl_above_at=float(timesteps[large].min()) if large.any() else np.nan,
         kl_max=log[kl_column].max(),
+        **loss_balance(log, timesteps, loss_window),
     )
     return row
 
 
-def run_table(results: Path, window: int = 5, kl_threshold: float = 1.0) -> pd.DataFrame:
+def run_table(results: Path, window: int = 5, kl_threshold: float = 1.0, loss_window: int = 50) -> pd.DataFrame:
     """
     Every finished and diverged run under ``results``, ordered as the report orders them.
 
     :param results: the results folder
     :param window: evaluations averaged for the score and the peak
     :param kl_threshold: a KL per update above which an update counts as large
+    :param loss_window: updates in the moving medians of the loss terms
     """
     folders = sorted({path.parent for name in (DONE_FILE, DIVERGED_FILE) for path in results.rglob(name)})
-    rows = [run_row(folder, window, kl_threshold) for folder in folders]
+    rows = [run_row(folder, window, kl_threshold, loss_window) for folder in folders]
     return order_runs(pd.DataFrame(rows, columns=COLUMNS)).drop(columns="label")
 
 
@@ -133,6 +174,13 @@ def _general(value: float) -> str:
     return "" if pd.isna(value) else f"{value:.3g}"
 
 
+def _worse(run: tuple) -> str:
+    if pd.isna(run.surrogate_worse_share):
+        return ""
+    share = f"{run.surrogate_worse_share:.2f}"
+    return share + (f", from {_millions(run.surrogate_worse_from)}" if not pd.isna(run.surrogate_worse_from) else "")
+
+
 def _count(value: float) -> str:
     return "" if pd.isna(value) else f"{int(value):,}"
 
@@ -152,6 +200,8 @@ def to_markdown(table: pd.DataFrame, window: int, kl_threshold: float) -> str:
             f"updates with KL > {kl_threshold:g}": table["updates_kl_above"].map(_count),
             f"first KL > {kl_threshold:g}": table["first_kl_above_at"].map(_millions),
             "largest KL": table["kl_max"].map(_general),
+            "surrogate >= 0: share of updates, median from": [_worse(r) for r in runs],
+            "anchor term > surrogate from": table["anchor_over_surrogate_from"].map(_millions),
         }
     )
     parts = []
@@ -166,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.csv and OUT.md")
     parser.add_argument("--window", type=int, default=5, help="evaluations per score and peak (default: 5)")
     parser.add_argument("--kl-threshold", type=float, default=1.0, help="a KL per update above it is large (default: 1)")
+    parser.add_argument(
+        "--loss-window", type=int, default=50, help="updates in the moving medians of the loss terms (default: 50)"
+    )
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(f"--results: {args.results} is not a folder")
-    table = run_table(args.results, args.window, args.kl_threshold)
+    if args.loss_window < 1:
+        parser.error(f"--loss-window must be a positive number of updates, got {args.loss_window}")
+    table = run_table(args.results, args.window, args.kl_threshold, args.loss_window)
     if table.empty:
         parser.error(f"no finished or diverged run under {args.results}")
     table.to_csv(args.out.with_suffix(".csv"), index=False)
@@ -179,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Score: the mean of the last {args.window} evaluations; peak: the best mean over {args.window} consecutive "
         f"evaluations, with the timesteps of its first and last; peak kept: score / peak. Policy std and KL per "
         f"update (`diag/kl` where logged, else `train/approx_kl`): medians over the updates in the last quarter of "
-        f"the budget (finished runs only). Updates with KL > {args.kl_threshold:g} and the largest KL: over the whole run.\n\n"
+        f"the budget (finished runs only). Updates with KL > {args.kl_threshold:g} and the largest KL: over the whole run. "
+        f"Surrogate >= 0: the share of updates whose clipped surrogate loss (`train/policy_gradient_loss`, the mean over "
+        f"the update's epochs and minibatches) is at or above 0, that is no better than the policy the update started "
+        f"from, and the first timestep at which the median over the last {args.loss_window} updates is. Anchor term > "
+        f"surrogate: APO's, the first timestep at which the median of `anchor_coef * anchor_loss` over the last "
+        f"{args.loss_window} updates is above the magnitude of that surrogate median.\n\n"
     )
     args.out.with_suffix(".md").write_text(header + to_markdown(table, args.window, args.kl_threshold))
     print(f"{len(table)} runs -> {args.out.with_suffix('.md')}")
