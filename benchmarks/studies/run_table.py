@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         f"the update's epochs and minibatches) is at or above 0, that is no better than the policy the update started "
         f"from, and the first timestep at which the median over the last {args.loss_window} updates is. Anchor term > "
         f"surrogate: APO's, the first timestep at which the median of `anchor_coef * anchor_loss` over the last "
-        f"{args.loss_window} updates is above the magnitude of that surrogate median.\n\n"
+        f"{args.loss_window} updates is above the magnitude of that surrogate median. Timesteps: in millions (M) from "
+        f"10,000 on, in full below.\n\n"
     )
     args.out.with_suffix(".md").write_text(header + to_markdown(table, args.window, args.kl_threshold))
     print(f"{len(table)} runs -> {args.out.with_suffix('.md')}")
