@@ -5,9 +5,10 @@ updates and two evaluations), then every logged value of ``diagnostics.csv`` (bu
 rates) and every evaluation return compared for equality, bit for bit. A grid row may pool runs of
 two code commits only where this holds.
 
-Run from the repository root, naming two checkouts (git worktrees, each with its own ``.venv``)::
+Run from the repository root, naming two checkouts (git worktrees, each with its own ``.venv``, made with
+``git worktree add ../grid-3604b89 3604b89`` and ``.ci/setup`` inside it) and a scratch folder::
 
-    python benchmarks/studies/same_computation.py ../grid-3604b89 ../grid-32c84fd --out /tmp/same_computation
+    python benchmarks/studies/same_computation.py ../grid-3604b89 ../grid-32c84fd --out ../same_computation
 """
 
 import argparse
