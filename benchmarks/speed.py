@@ -42,6 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_apo.benchmark.files import atomic_write_json
 from sb3_apo.benchmark.grid import parse_overrides
+from sb3_apo.zoo.masking import recorded_command
 
 #: The reference every rate is divided by: SB3's PPO, without overrides.
 REFERENCE = "ppo"
@@ -651,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             threads=args.threads,
             overrides=args.overrides,
-            command=shlex.join(["python", "benchmarks/speed.py", *argv]),
+            command=shlex.join(recorded_command(["python", "benchmarks/speed.py", *argv])),
         )
     except (ValueError, FileExistsError) as error:  # bad settings or contenders, --out held or with finished results
         print(f"error: {error}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """
 The grid runner's inputs and records: a database password given to the launcher is masked in
-every file the runner writes, the recorded commands name the interpreter ``python``, the
+every file the runner writes, the recorded commands name the interpreter ``python`` and
+the folders under the working directory by relative paths, the
 launcher options the runner sets are refused in any spelling argparse accepts, and bad
 settings or a damaged results folder end in one line on standard error.
 
@@ -51,6 +52,24 @@ def test_a_password_for_the_launcher_is_masked_in_every_file_and_the_interpreter
     assert sys.executable not in written["command.txt"]
     assert command[command.index("-m") - 1] == "python" and "optuna:***@db.example:5432/optuna" in written["command.txt"]
     assert "launcher started" in written["stdout.log"]  # the run itself was executed by this interpreter
+
+
+def test_an_absolute_results_folder_under_the_working_directory_is_recorded_relative(tmp_path, monkeypatch):
+    # run from tmp_path, as from a repository root, with --results given as an absolute path
+    (tmp_path / "failing_launcher.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results" / "grid"
+    assert main(["run", "--results", str(results), *GRID, "--launcher", "failing_launcher", "-j", "1"]) == 1
+    runner_commands = (results / "runner_commands.txt").read_text()
+    (command_file,) = results.rglob("command.txt")
+    command = command_file.read_text()
+    for text in (runner_commands, command):
+        assert str(tmp_path) not in text and sys.executable not in text
+    assert "--results results/grid " in runner_commands
+    assert " -f results/grid/CartPole-v1/ppo/base/seed_0/zoo " in command
+    assert '{"folder": "results/grid/CartPole-v1/ppo/base/seed_0", "seed": 0' in command
 
 
 @pytest.mark.parametrize(

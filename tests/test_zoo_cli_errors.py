@@ -28,6 +28,7 @@ from rl_zoo3.exp_manager import ExperimentManager  # noqa: E402
 from sb3_apo.zoo import cli  # noqa: E402
 from sb3_apo.zoo.errors import ZooError  # noqa: E402
 from sb3_apo.zoo.exp_manager import ZooExperimentManager, read_yaml_numbers  # noqa: E402
+from sb3_apo.zoo.masking import recorded_command  # noqa: E402
 from sb3_apo.zoo.registry import hyperparams_folder  # noqa: E402
 from sb3_apo.zoo.storage import describe_storage, mask_command, open_storage  # noqa: E402
 
@@ -314,6 +315,17 @@ def test_passwords_are_masked_in_urls_and_command_lines():
     assert "s3cret" not in " ".join(masked)
     assert masked[:3] == command[:3] and masked[-2:] == command[-2:]
     assert masked[4] == describe_storage(url) and masked[5] == f"--storage={describe_storage(url)}"
+
+
+def test_a_recorded_command_names_paths_under_the_working_directory_relative_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    callback = f'callback:[{{"Cb": {{"folder": "{tmp_path}/results/run"}}}}]'
+    command = [sys.executable, "-m", "sb3_apo.train", "-f", f"{tmp_path}/logs", f"--out={tmp_path}/o", "-params", callback]
+    outside = [f"{tmp_path}-old/x", f"sqlite:///{tmp_path}/study.db", str(tmp_path)]
+    assert recorded_command(command + outside) == [
+        "python", "-m", "sb3_apo.train", "-f", "logs", "--out=o", "-params", 'callback:[{"Cb": {"folder": "results/run"}}]',
+        f"{tmp_path}-old/x", f"sqlite:///{tmp_path}/study.db", ".",
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- interrupted tuning

@@ -27,7 +27,7 @@ Make the checkpoint with the grid's own command for the run, a ``checkpoint_freq
 a folder of your own, and stop it once ``checkpoints/<timestep>/`` is written (the 10M budget is kept so
 that the schedule is the run's); then, from the repository root::
 
-    python benchmarks/studies/collapse_replay.py --checkpoint /tmp/replay_src/checkpoints/<timestep> \\
+    python benchmarks/studies/collapse_replay.py --checkpoint replay_src/checkpoints/<timestep> \\
         --out results/paper_scale/collapse_replay
 """
 

@@ -792,7 +792,7 @@ class GridRunner:
         if argv is not None and queue:
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             with open(self.settings.results / RUNNER_COMMANDS_FILE, "a", encoding="utf-8") as file:
-                file.write(f"# {stamp}\n{shlex.join(mask_command(argv))}\n")
+                file.write(f"# {stamp}\n{shlex.join(recorded_command(argv))}\n")
         self._print(
             f"{total} runs in the grid: {self.n_done} already finished, {len(queue)} to run, {self.jobs} at a time "
             f"-> {self.settings.results}"

@@ -97,9 +97,12 @@ def mask_command(argv: Sequence[str]) -> list[str]:
 
 def recorded_command(argv: Sequence[str]) -> list[str]:
     """
-    A command line as it is recorded (``command.txt``, the study's ``command`` attribute) and
-    printed: the interpreter that runs this process, ``sys.executable`` (an absolute path of
-    this machine), is written ``python``, and database passwords are masked (:func:`mask_command`).
+    A command line as it is recorded (``command.txt``, ``runner_commands.txt``, the study's
+    ``command`` attribute) and printed, so that it runs on another machine from the same
+    folder (the repository root, by convention): the interpreter that runs this process,
+    ``sys.executable``, is written ``python``; an absolute path under the current working
+    directory, alone or inside an argument (``--out=/repo/results/x``, a JSON callback's
+    folder), is written relative to it; and database passwords are masked (:func:`mask_command`).
 
     :param argv: the command line, one argument per item (the interpreter first)
     :return: the command as it may be recorded
@@ -107,4 +110,16 @@ def recorded_command(argv: Sequence[str]) -> list[str]:
     command = list(argv)
     if command and command[0] and os.path.realpath(command[0]) == os.path.realpath(sys.executable):
         command[0] = RECORDED_PYTHON
-    return mask_command(command)
+    return mask_command([_relative_to_working_directory(argument) for argument in command])
+
+
+def _relative_to_working_directory(argument: str) -> str:
+    """``argument`` with every absolute path under the current working directory written relative to it."""
+    cwd = os.getcwd()
+    if os.path.dirname(cwd) == cwd:  # the file system's root: every absolute path is under it, keep them
+        return argument
+    if argument == cwd:
+        return os.curdir
+    # the prefix where it starts the argument or follows a separator (space, =, quote, colon, comma, bracket),
+    # and only with its own separator after it: /repo-old/x and sqlite:////repo/x are kept
+    return re.sub(rf"(?:^|(?<=[\s=\"':,\[])){re.escape(cwd + os.sep)}", "", argument)

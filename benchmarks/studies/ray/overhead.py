@@ -21,6 +21,7 @@ import pandas as pd
 import ray
 
 from sb3_apo.async_rollouts.ray_actors import connect
+from sb3_apo.zoo.masking import recorded_command
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
 from benchmarks.speed import rate_ratio, rate_ratio_interval, run_speed  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> None:
             warmup_steps=4096,
             out=args.out,
             overwrite=True,
-            command=shlex.join(["python", "benchmarks/studies/ray/overhead.py", *sys.argv[1:]]),
+            command=shlex.join(recorded_command(["python", "benchmarks/studies/ray/overhead.py", *sys.argv[1:]])),
         )
     finally:
         ray.shutdown()

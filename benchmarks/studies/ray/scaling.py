@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_apo import APO, VecEnvRecipe
 from sb3_apo.async_rollouts.ray_actors import connect
+from sb3_apo.zoo.masking import recorded_command
 
 # Ray workers import nothing from benchmarks/: this module's env wrapper travels by value
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -150,7 +151,8 @@ def main() -> None:
             ray.shutdown()
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/scaling.py", *sys.argv[1:]]) + "\n")
+    command = recorded_command(["python", "benchmarks/studies/ray/scaling.py", *sys.argv[1:]])
+    (args.out / "command.txt").write_text(shlex.join(command) + "\n")
     frames = []
     for n_actors in args.actors:
         for backend in ("fork", "ray"):

@@ -28,6 +28,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_apo.async_rollouts.ray_actors import connect
+from sb3_apo.zoo.masking import recorded_command
 from sb3_apo.zoo.registry import register_algorithms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root, for benchmarks/
@@ -91,7 +92,8 @@ def main() -> None:
         print(json.dumps(one_call(args.one, seed=0)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/startup.py", *sys.argv[1:]]) + "\n")
+    command = recorded_command(["python", "benchmarks/studies/ray/startup.py", *sys.argv[1:]])
+    (args.out / "command.txt").write_text(shlex.join(command) + "\n")
     rows = []
     for round_index in range(args.rounds):
         for backend in ("fork", "ray") if round_index % 2 == 0 else ("ray", "fork"):

@@ -23,6 +23,8 @@ import pandas as pd
 import ray
 from ray.cluster_utils import Cluster
 
+from sb3_apo.zoo.masking import recorded_command
+
 SIZES = (1, 1 << 20, 8 << 20, 64 << 20)
 REPEATS = 10
 OBJECT_STORE_BYTES = 1 << 30
@@ -88,7 +90,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "command.txt").write_text(shlex.join(["python", "benchmarks/studies/ray/transfer.py", *sys.argv[1:]]) + "\n")
+    command = recorded_command(["python", "benchmarks/studies/ray/transfer.py", *sys.argv[1:]])
+    (args.out / "command.txt").write_text(shlex.join(command) + "\n")
     rows = []
     ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES)
     try:
