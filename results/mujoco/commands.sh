@@ -32,7 +32,7 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo
 
 # ---- Issue 8: the 5-seed comparison that sets the default (pilot's best APO: exact anchors + auto) -------
 # Run as one queue, the decisive runs first (Hopper at 50 epochs, then both envs at 10, then HalfCheetah at 50),
-# from commit 1186239 (the APO code of 4cfe526, checked bit for bit): python results/mujoco/issue8_grid.py
+# from commit 1186239 (the APO code of 4cfe526, checked bit for bit): python benchmarks/studies/mujoco/epochs50_grid.py
 # The same runs, as runner calls:
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 HalfCheetah-v5 --algos ppo \
 #     --variant base --variant epochs50:n_epochs=50
@@ -41,7 +41,7 @@ python -m sb3_apo.benchmark run $COMMON --seeds 0 1 --envs Hopper-v5 --algos apo
 #     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 1 2 3 4 --envs Hopper-v5 --algos ppo_penalty \
 #     --variant "epochs50-clip:n_epochs=50,clip_range=0.2"
-# and the one-seed Walker2d-v5 pilot at 50 epochs (also in issue8_grid.py):
+# and the one-seed Walker2d-v5 pilot at 50 epochs (also in epochs50_grid.py):
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 --envs Walker2d-v5 --algos ppo --variant epochs50:n_epochs=50
 # python -m sb3_apo.benchmark run $COMMON --seeds 0 --envs Walker2d-v5 --algos apo \
 #     --variant "epochs50-exact-auto:n_epochs=50,anchor_coef='auto',anchor_estimator='exact'"
