@@ -11,7 +11,8 @@ with the same ``n_epochs``, the same variant where there is one) with its interv
 that goes no further than it (none below ``MIN_SEEDS_FOR_VERDICT`` runs a side); and the code
 commits that made the row's runs. A run whose training diverged (``diverged.json``: a non-finite
 loss, gradient or rollout stopped it) has no score: each row counts its diverged runs, which are
-left out of the IQM, the peak kept, the curves and the diagnostics, and listed. The probability of
+left out of the IQM, the peak kept, the bands and the diagnostics, and listed; the curves draw each
+one's evaluations, dashed, up to where it stopped. The probability of
 improvement, which needs only an order, counts them: a diverged run ranks below every finished run
 and ties with the other diverged ones (our convention: a run that ended without a policy did
 not hold one).
@@ -22,7 +23,7 @@ Outputs, in ``<results>/report/`` unless told otherwise:
 - ``diagnostics.csv``: per (env, algorithm, variant) and quantity (KL, largest anchor ratio,
   policy std), the median over the seeds' updates in each quarter of the training budget;
 - ``curves_<env>.png``: evaluation return over training steps (IQM and 95% bootstrap band over
-  seeds) and over wall time (each run);
+  seeds, and each diverged run until it stopped) and over wall time (each finished run);
 - ``diagnostics_<env>.png``: KL, largest anchor ratio and policy std over training (IQM and band).
 
 One spread convention throughout: every interval and every band is a 95% bootstrap interval
@@ -100,9 +101,14 @@ def run_fields(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def code_fields(record: dict[str, Any]) -> dict[str, Any]:
-    """The commit (7 characters, ``unknown`` when not recorded) and whether it had uncommitted changes."""
-    code = record.get("code") or {}
-    return {"code_commit": (code.get("commit") or "unknown")[:7], "code_dirty": bool(code.get("dirty"))}
+    """
+    The commit (7 characters, ``unknown`` when not recorded) and whether it had uncommitted changes. A run
+    whose launches (``code_segments``: the first, then each resume) ran several commits gets them all, joined
+    by ``+`` in the order they ran, and counts as having had uncommitted changes if any launch had.
+    """
+    codes = [*(record.get("code_segments") or []), record.get("code") or {}]
+    commits = list(dict.fromkeys((code.get("commit") or "unknown")[:7] for code in codes if code or len(codes) == 1))
+    return {"code_commit": "+".join(commits), "code_dirty": any(bool(code.get("dirty")) for code in codes)}
 
 
 def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -132,9 +138,10 @@ def load_runs(
 
     :param results: the results folder
     :param final_window: evaluations averaged for a run's score
-    :return: one row per finished run (sorted by env, algorithm, variant, seed), every evaluation (with the
-        run's ``folder``), each run's ``diagnostics.csv`` by folder, the unfinished run folders, and one row
-        per diverged run (``diverged.json``: no score; ``timesteps`` reached and the launcher's ``message``)
+    :return: one row per finished run (sorted by env, algorithm, variant, seed), every evaluation of the finished
+        and the diverged runs (with the run's ``folder``), each finished run's ``diagnostics.csv`` by folder, the
+        unfinished run folders, and one row per diverged run (``diverged.json``: no score; ``timesteps`` reached
+        and the launcher's ``message``)
     """
     rows, logs, curves = [], {}, []
     for done_path in sorted(results.rglob(DONE_FILE)):
@@ -159,7 +166,11 @@ def load_runs(
         )
     diverged = []
     for path in sorted(results.rglob(DIVERGED_FILE)):
-        record = read_json(path)
+        record, folder = read_json(path), path.parent
+        if (folder / EVALUATIONS_CSV).is_file():  # the evaluations until it stopped, for the curves
+            evaluations = pd.read_csv(folder / EVALUATIONS_CSV)
+            log = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
+            curves.append(evaluations.assign(folder=str(folder.relative_to(results)), wall_s=wall_time_at(evaluations, log)))
         diverged.append(
             {
                 **run_fields(record),
@@ -507,8 +518,44 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def env_curves(
+    env: str, runs: pd.DataFrame, diverged: pd.DataFrame, evaluations: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """
+    The evaluations of one env's finished runs and those of its diverged runs (until they stopped), each with
+    the run's ``label``.
+
+    :param env: the environment id
+    :param runs: the finished runs (see :func:`load_runs`)
+    :param diverged: the diverged runs (see :func:`load_runs`)
+    :param evaluations: every evaluation, with the run's ``folder`` (see :func:`load_runs`)
+    """
+    columns = ["folder", "label"]
+    finished = runs.loc[runs["env"] == env, columns]
+    lost = diverged.loc[diverged["env"] == env, columns] if len(diverged) else pd.DataFrame(columns=columns)
+    if not len(evaluations):
+        return evaluations, evaluations
+    return evaluations.merge(finished, on="folder"), evaluations.merge(lost, on="folder")
+
+
+def _plot_diverged(axis: Any, curves: pd.DataFrame, palette: dict[str, Any]) -> None:
+    """Each diverged run's evaluations, dashed, with a cross where its training stopped."""
+    for label, row_curves in curves.groupby("label", sort=False):
+        for index, (_, run) in enumerate(row_curves.groupby("folder", sort=False)):
+            name = f"{label}: diverged (each run, x where it stopped)" if index == 0 else None
+            axis.plot(run["timesteps"], run["mean_return"], color=palette[label], linestyle="--", linewidth=0.8, label=name)
+            axis.plot(run["timesteps"].iloc[-1], run["mean_return"].iloc[-1], marker="x", color=palette[label])
+
+
 def _figures(
-    env: str, runs: pd.DataFrame, evaluations: pd.DataFrame, values: pd.DataFrame, out: Path, smooth: int, reps: int
+    env: str,
+    runs: pd.DataFrame,
+    diverged: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    values: pd.DataFrame,
+    out: Path,
+    smooth: int,
+    reps: int,
 ) -> list[Path]:
     """The learning curves and the diagnostics over training of one env."""
     import matplotlib
@@ -517,15 +564,16 @@ def _figures(
     import seaborn as sns
     from matplotlib import pyplot
 
-    env_runs = runs[runs["env"] == env]
-    labels = list(dict.fromkeys(env_runs["label"]))
+    curves, diverged_curves = env_curves(env, runs, diverged, evaluations)
+    labels = list(dict.fromkeys([*runs.loc[runs["env"] == env, "label"], *diverged_curves.get("label", [])]))
     palette = dict(zip(labels, sns.color_palette("colorblind", len(labels))))
     written = []
-    curves = evaluations.merge(env_runs[["folder", "label"]], on="folder") if len(evaluations) else evaluations
     if len(curves):
-        # against steps (IQM and band over seeds), and against each run's own wall clock (one line per run)
+        # against steps (IQM and band over seeds; each diverged run until it stopped), and against each
+        # finished run's own wall clock (one line per run)
         with_clock = curves["wall_s"].notna().any()
         figure, axes = pyplot.subplots(1, 1 + with_clock, figsize=(7.5 * (1 + with_clock), 4.8), squeeze=False)
+        _plot_diverged(axes[0, 0], diverged_curves, palette)
         _plot_bands(axes[0, 0], iqm_bands(curves, "timesteps", "mean_return", reps), "timesteps", palette)
         axes[0, 0].set(title="IQM and 95% bootstrap interval over seeds", xlabel="timesteps", ylabel="return")
         if with_clock:
@@ -645,9 +693,9 @@ def make_report(
         "per run. Code: the commit of each run's code with its seeds (`*`: uncommitted changes; `POOLED`: a row whose "
         "runs come from several commits). Diverged: the runs whose training stopped on a non-finite loss, gradient or "
         "rollout (`diverged.json`), of all the row's runs, with the timestep each reached; they have no score and are "
-        "left out of the IQM, peak kept, curves and diagnostics here (the seeds column counts the finished runs), and "
-        "are listed at the end. P and its verdict count them: a diverged run ranks below every finished run, and ties "
-        "with another diverged run count half.",
+        "left out of the IQM, peak kept, bands and diagnostics here (the seeds column counts the finished runs; the "
+        "curves draw each diverged run, dashed, until it stopped), and are listed at the end. P and its verdict count "
+        "them: a diverged run ranks below every finished run, and ties with another diverged run count half.",
         "",
     ]
     for env, table in summary.groupby("env", sort=False):
@@ -676,7 +724,7 @@ def make_report(
                 "steps/s": table["steps_per_s"].map(format_number),
             }
         )
-        written = _figures(env, runs, evaluations, values, out, smooth_window, reps) if figures else []
+        written = _figures(env, runs, diverged, evaluations, values, out, smooth_window, reps) if figures else []
         files += written
         lines += [f"## {env}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
         lines += [f"![{path.stem}]({path.name})" for path in written] + [""]

@@ -174,3 +174,23 @@ def test_a_row_whose_runs_all_diverged_ranks_below_the_reference(tmp_path):
     assert apo["n_seeds"] == 0 and apo["n_diverged"] == 5 and np.isnan(apo["iqm"])
     assert (apo["p_improvement"], apo["p_improvement_low"], apo["p_improvement_high"]) == (0.0, 0.0, 0.0)
     assert apo["verdict"] == "below `ppo`" and apo["code"] == "`aaaaaaa` (0 1 2 3 4)"
+
+
+def test_the_curves_draw_each_diverged_run_until_it_stopped(tmp_path):
+    results = tmp_path / "results"
+    for seed in range(2):
+        write_run(results, "apo", seed, [1000.0 + seed] * 5)
+        write_run(results, "ppo", seed, [2000.0 + seed] * 5)
+    write_run(results, "apo", 2, [3000.0, 500.0, -200.0], diverged_at=3_560_000)
+    runs, evaluations, _, _, diverged = report.load_runs(results, final_window=5)
+    finished, lost = report.env_curves("HalfCheetah-v5", runs, diverged, evaluations)
+    # the finished runs' evaluations feed the bands; the diverged run's, its own dashed line
+    assert sorted(finished["folder"].unique()) == sorted(runs["folder"])
+    assert lost["folder"].unique().tolist() == ["HalfCheetah-v5/apo/base/seed_2"] and set(lost["label"]) == {"apo"}
+    assert lost["mean_return"].tolist() == [3000.0, 500.0, -200.0]
+    assert lost["timesteps"].tolist() == [1_000_000, 2_000_000, 3_000_000]
+    assert not set(lost["folder"]) & set(finished["folder"])
+    other_env, none = report.env_curves("Hopper-v5", runs, diverged, evaluations)
+    assert len(other_env) == 0 and len(none) == 0
+    written = report.make_report(results, tmp_path / "report", reps=100)["files"]
+    assert tmp_path / "report" / "curves_HalfCheetah-v5.png" in written

@@ -62,6 +62,9 @@ def test_a_run_killed_after_its_checkpoints_resumes_from_the_latest_complete_one
     assert done["wall_time_from_timestep"] == resumed_at
     assert (folder / files.COMMAND_FILE).read_text() == original_command and "--resume-from" not in original_command
     assert done["command"] == original_command.strip()
+    # the code of both launches (the first, then the resume): the same commit here
+    first, resume = files.read_json(folder / files.CODE_FILE), files.read_json(folder / files.RESUMES_FILE)[0]["code"]
+    assert done["code_segments"] == [first, resume] and first == resume == done["code"]
     (resume_command,) = done["resume_commands"]
     assert f"--resume-from {good / files.CHECKPOINT_MODEL}".replace(str(tmp_path) + "/", "") in resume_command
     assert files.read_json(folder / files.TRAINING_FILE)["timesteps"] == N_TIMESTEPS

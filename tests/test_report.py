@@ -108,3 +108,30 @@ def test_peak_kept_code_commits_and_verdict_in_the_report(tmp_path):
     assert summary.loc["apo", "verdict"] == "too few seeds (3 and 3; 5 a side needed)"
     text = (out / "summary.md").read_text()
     assert "POOLED: `aaaaaaa` (0 1), `bbbbbbb` (2*)" in text and "too few seeds" in text and "peak kept" in text
+
+
+@pytest.mark.parametrize(
+    "record, commit, dirty",
+    [
+        ({}, "unknown", False),
+        ({"code": {"commit": "a" * 40, "dirty": False}}, "aaaaaaa", False),  # a run from before code_segments
+        ({"code": {"commit": "a" * 40, "dirty": False}, "code_segments": []}, "aaaaaaa", False),
+        # resumed under the same code: one commit
+        (
+            {"code": {"commit": "a" * 40, "dirty": False}, "code_segments": [{"commit": "a" * 40, "dirty": False}] * 2},
+            "aaaaaaa",
+            False,
+        ),  # fmt: skip
+        # resumed under other code: every commit, in the order the launches ran, and any uncommitted change
+        (
+            {
+                "code": {"commit": "c" * 40, "dirty": False},
+                "code_segments": [{"commit": "b" * 40, "dirty": False}, {"commit": "c" * 40, "dirty": True}],
+            },
+            "bbbbbbb+ccccccc",
+            True,
+        ),
+    ],
+)
+def test_a_run_names_the_code_of_every_launch(record, commit, dirty):
+    assert report.code_fields(record) == {"code_commit": commit, "code_dirty": dirty}

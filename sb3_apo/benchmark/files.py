@@ -33,6 +33,8 @@ PROGRESS_FILE = "progress.json"
 TRAINING_FILE = "training.json"
 ZOO_FOLDER = "zoo"
 RESUMES_FILE = "resumes.json"
+#: The code (git commit, uncommitted changes) that a run's first launch ran; each resume records its own.
+CODE_FILE = "code.json"
 #: The run's checkpoints, one folder each, named by its timestep (``checkpoints/1000000/``).
 CHECKPOINTS_FOLDER = "checkpoints"
 #: In a checkpoint folder: the model, and the record written last (timestep, file digests, callback state).

@@ -427,6 +427,18 @@ def _resumes(folder: Path) -> list[dict[str, Any]]:
     return resumes if isinstance(resumes, list) else []
 
 
+def _segment_codes(folder: Path) -> list[dict[str, Any]]:
+    """
+    The code of each launch of a run so far: its first (``code.json``), then each resume's (``resumes.json``);
+    empty for a run started before the runner recorded them.
+    """
+    try:
+        first = files.read_json(folder / files.CODE_FILE)
+    except (OSError, ValueError):
+        return []
+    return [first, *(resume.get("code") or {} for resume in _resumes(folder))]
+
+
 def _log_tail(path: Path, n_lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-n_lines:])
@@ -545,6 +557,7 @@ class GridRunner:
             folder.mkdir(parents=True)
             command = spec.command(self.settings)
             files.atomic_write_json(folder / files.SETTINGS_FILE, spec.settings(self.settings))
+            files.atomic_write_json(folder / files.CODE_FILE, _code_commit())
             (folder / files.COMMAND_FILE).write_text(
                 f"{env_prefix} {shlex.join(recorded_command(command))}\n", encoding="utf-8"
             )
@@ -557,6 +570,14 @@ class GridRunner:
             stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             resume = {"timestep": int(checkpoint.name), "at": stamp}
             resume["command"] = f"{env_prefix} {shlex.join(recorded_command(command))}"
+            resume["code"] = code = _code_commit()
+            started = _segment_codes(folder)[:1]
+            # uncommitted changes may differ under one commit, so a dirty launch counts as other code
+            if started and (started[0].get("commit") != code["commit"] or started[0].get("dirty") or code["dirty"]):
+                self._print(
+                    f"warning: {spec.key} started under code {started[0]} and resumes under {code}: "
+                    "its launches ran different code (recorded in done.json's code_segments)"
+                )
             files.atomic_write_json(folder / files.RESUMES_FILE, [*_resumes(folder), resume])
             log = open(folder / files.STDOUT_FILE, "a", encoding="utf-8")  # noqa: SIM115 - closed in _execute
             log.write(f"\n--- {stamp}: resumed from the checkpoint at timestep {checkpoint.name} ---\n")
@@ -669,6 +690,8 @@ class GridRunner:
             "host": {"node": platform.node(), "cpus": os.cpu_count(), "machine": platform.machine()},
             "versions": _versions(),
             "code": _code_commit(),
+            # the code of each launch (the first, then each resume), so that a run resumed under other code shows it
+            "code_segments": _segment_codes(folder),
         }
 
     def _write_done(self, spec: RunSpec, folder: Path, training: dict[str, Any], wall_time: float) -> str | None:
