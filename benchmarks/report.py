@@ -610,13 +610,15 @@ def _figures(
     return written
 
 
-def _interval(point: float, low: float, high: float, number: Any = format_number) -> str:
+def format_interval(point: float, low: float, high: float, number: Any = format_number) -> str:
+    """``point [low, high]`` as the tables show it (``n/a`` without a point, the point alone without an interval)."""
     if not np.isfinite(point):
         return "n/a"
     return number(point) + ("" if not np.isfinite(low) else f" [{number(low)}, {number(high)}]")
 
 
-def _fraction(value: float) -> str:
+def format_fraction(value: float) -> str:
+    """A probability or a fraction of the peak, as the tables show it (two decimals)."""
     return f"{value:.2f}"
 
 
@@ -706,13 +708,13 @@ def make_report(
                 "seeds": [f"{n} ({seeds})" if n else "0" for n, seeds in zip(table["n_seeds"], table["seeds"])],
                 "diverged": [_diverged_cell(*row) for row in zip(table["n_diverged"], table["n_seeds"], table["diverged_at"])],
                 "budget": table["budget_timesteps"].map(lambda text: " / ".join(f"{int(b):,}" for b in text.split(" / "))),
-                "IQM [95% CI]": [_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
+                "IQM [95% CI]": [format_interval(*row) for row in zip(table["iqm"], table["iqm_low"], table["iqm_high"])],
                 "peak kept [95% CI]": [
-                    _interval(*row, _fraction)
+                    format_interval(*row, format_fraction)
                     for row in zip(table["peak_kept_iqm"], table["peak_kept_low"], table["peak_kept_high"])
                 ],
                 f"P(> {REFERENCE}) [95% CI]": [
-                    "reference" if algo == REFERENCE else _interval(*row, _fraction)
+                    "reference" if algo == REFERENCE else format_interval(*row, format_fraction)
                     for algo, *row in zip(
                         table["algo"], table["p_improvement"], table["p_improvement_low"], table["p_improvement_high"]
                     )
