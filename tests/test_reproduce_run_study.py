@@ -28,8 +28,8 @@ def test_the_recorded_command_is_redirected_to_the_scratch_folder(tmp_path, monk
 
 
 def test_the_log_is_compared_without_its_times_up_to_the_first_resume(tmp_path):
-    columns = "time/total_timesteps,time/iterations,time/fps,diag/wall_s,diag/steps_per_s,train/kl"
-    rows = ["2048,1,900,1.5,800,0.01", "4096,2,950,3.1,810,0.02", "6144,3,940,4.6,805,0.03"]
+    columns = "time/total_timesteps,time/iterations,time/fps,diag/wall_s,diag/steps_per_s,async/actor_idle_s,train/kl"
+    rows = ["2048,1,900,1.5,800,0.2,0.01", "4096,2,950,3.1,810,0.1,0.02", "6144,3,940,4.6,805,0.3,0.03"]
     (tmp_path / "diagnostics.csv").write_text("\n".join([columns, *rows]) + "\n")
     log = reproduce_run.read_log(tmp_path, up_to=4096)
     assert log == [

@@ -34,6 +34,11 @@ from sb3_apo.benchmark import files  # noqa: E402
 COUNTERS = ("time/total_timesteps", "time/iterations")
 
 
+def is_timing(column: str) -> bool:
+    """Whether a logged column measures time (wall clock, rates, seconds waited), not training."""
+    return any(word in column for word in TIMING) or column.endswith("_s")
+
+
 def launch_command(run: Path, out: Path, python: str) -> tuple[list[str], dict[str, str]]:
     """
     The run's recorded command with ``out`` in place of its folder, and its environment variables.
@@ -57,7 +62,7 @@ def read_log(folder: Path, up_to: float) -> list[dict[str, str]]:
     with open(folder / files.DIAGNOSTICS_FILE, newline="") as file:
         rows = list(csv.DictReader(file))
     kept = [row for row in rows if float(row["time/total_timesteps"] or 0) <= up_to]
-    compared = [key for key in rows[0] if key in COUNTERS or not any(word in key for word in TIMING)] if rows else []
+    compared = [key for key in rows[0] if key in COUNTERS or not is_timing(key)] if rows else []
     return [{key: row[key] for key in compared} for row in kept]
 
 
