@@ -113,7 +113,7 @@ def main() -> int:
             same_evaluations = np.array_equal(old["timesteps"][:n_evaluations], new["timesteps"][:n_evaluations]) and (
                 np.array_equal(old["results"][:n_evaluations], new["results"][:n_evaluations])
             )
-    last = committed[reached - 1]["time/total_timesteps"] if reached else "none"
+    last = next((row["time/total_timesteps"] for row in reversed(committed[:reached]) if row["time/total_timesteps"]), "none")
     same = reached > 0 and not differing and same_evaluations
     lines = [
         f"run: {args.run} (code {record['code']['commit'][:7]}), reproduced by {commit.stdout.strip()} "
