@@ -1,5 +1,6 @@
 """``benchmarks/studies/reproduce_run.py``: a committed run's command, redirected, and its log as compared."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,11 @@ def test_the_log_is_compared_without_its_times_up_to_the_first_resume(tmp_path):
         {"time/total_timesteps": "2048", "time/iterations": "1", "train/kl": "0.01"},
         {"time/total_timesteps": "4096", "time/iterations": "2", "train/kl": "0.02"},
     ]
+
+
+def test_the_interpreter_is_named_from_here_not_from_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkout = tmp_path / "grid"
+    assert reproduce_run.interpreter(checkout, None) == str(checkout / ".venv" / "bin" / "python")
+    assert reproduce_run.interpreter(checkout, ".venv/bin/python") == str(tmp_path / ".venv" / "bin" / "python")
+    assert reproduce_run.interpreter(checkout, "sh") == shutil.which("sh")

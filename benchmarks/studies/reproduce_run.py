@@ -19,6 +19,7 @@ import argparse
 import csv
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,15 @@ def launch_command(run: Path, out: Path, python: str) -> tuple[list[str], dict[s
     return [python, *(word.replace(str(run), str(out)) for word in words[1:])], environment
 
 
+def interpreter(checkout: Path, python: str | None) -> str:
+    """
+    The interpreter that runs the command, as an absolute path (the run starts in the checkout): the checkout's
+    ``.venv/bin/python`` by default; a path is taken from the current directory, a bare name looked up on the PATH.
+    """
+    python = str(checkout / ".venv" / "bin" / "python") if python is None else python
+    return str(Path(python).absolute()) if os.sep in python else (shutil.which(python) or python)
+
+
 def read_log(folder: Path, up_to: float) -> list[dict[str, str]]:
     """The rows of a run's ``diagnostics.csv`` up to timestep ``up_to``, without the columns that measure time."""
     with open(folder / files.DIAGNOSTICS_FILE, newline="") as file:
@@ -78,7 +88,7 @@ def main() -> int:
     final = [args.run / name for name in (files.DONE_FILE, files.DIVERGED_FILE) if (args.run / name).is_file()]
     record = files.read_json(final[0])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
-    python = args.python or str(checkout / ".venv" / "bin" / "python")
+    python = interpreter(checkout, args.python)
     command, environment = launch_command(args.run, out, python)
     environment = {**os.environ, **environment}
     if args.python:
