@@ -106,8 +106,8 @@ def code_fields(record: dict[str, Any]) -> dict[str, Any]:
     whose launches (``code_segments``: the first, then each resume) ran several commits gets them all, joined
     by ``+`` in the order they ran, and counts as having had uncommitted changes if any launch had.
     """
-    codes = [*(record.get("code_segments") or []), record.get("code") or {}]
-    commits = list(dict.fromkeys((code.get("commit") or "unknown")[:7] for code in codes if code or len(codes) == 1))
+    codes = [code for code in [*(record.get("code_segments") or []), record.get("code")] if code]
+    commits = list(dict.fromkeys((code.get("commit") or "unknown")[:7] for code in codes)) or ["unknown"]
     return {"code_commit": "+".join(commits), "code_dirty": any(bool(code.get("dirty")) for code in codes)}
 
 
@@ -130,6 +130,15 @@ def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.reset_index(drop=True)
 
 
+def _run_files(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run folder's ``evaluations.csv`` and ``diagnostics.csv`` (empty where the run wrote none)."""
+
+    def read(name: str) -> pd.DataFrame:
+        return pd.read_csv(folder / name) if (folder / name).is_file() else pd.DataFrame()
+
+    return read(EVALUATIONS_CSV), read(DIAGNOSTICS_FILE)
+
+
 def load_runs(
     results: Path, final_window: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], list[Path], pd.DataFrame]:
@@ -146,10 +155,9 @@ def load_runs(
     rows, logs, curves = [], {}, []
     for done_path in sorted(results.rglob(DONE_FILE)):
         folder, done = done_path.parent, read_json(done_path)
-        evaluations = pd.read_csv(folder / EVALUATIONS_CSV) if (folder / EVALUATIONS_CSV).is_file() else pd.DataFrame()
-        score, peak = final_and_peak(evaluations["mean_return"] if len(evaluations) else pd.Series(), final_window)
         name = str(folder.relative_to(results))
-        logs[name] = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
+        evaluations, logs[name] = _run_files(folder)
+        score, peak = final_and_peak(evaluations["mean_return"] if len(evaluations) else pd.Series(), final_window)
         curves.append(evaluations.assign(folder=name, wall_s=wall_time_at(evaluations, logs[name])))
         rows.append(
             {
@@ -167,10 +175,8 @@ def load_runs(
     diverged = []
     for path in sorted(results.rglob(DIVERGED_FILE)):
         record, folder = read_json(path), path.parent
-        if (folder / EVALUATIONS_CSV).is_file():  # the evaluations until it stopped, for the curves
-            evaluations = pd.read_csv(folder / EVALUATIONS_CSV)
-            log = pd.read_csv(folder / DIAGNOSTICS_FILE) if (folder / DIAGNOSTICS_FILE).is_file() else pd.DataFrame()
-            curves.append(evaluations.assign(folder=str(folder.relative_to(results)), wall_s=wall_time_at(evaluations, log)))
+        evaluations, log = _run_files(folder)  # the evaluations until it stopped, for the curves
+        curves.append(evaluations.assign(folder=str(folder.relative_to(results)), wall_s=wall_time_at(evaluations, log)))
         diverged.append(
             {
                 **run_fields(record),
